@@ -1,0 +1,1 @@
+"""Pollen conformance suite: golden vectors, scenarios and the harness."""
