@@ -131,6 +131,7 @@ class PollenError(Exception):
         retry_after_ms: int = 0,
         supported_versions: Iterable[ProtocolVersion] = (),
         supported_codecs: Iterable[str] = (),
+        retry: Retry | None = None,
     ) -> None:
         super().__init__(message or ERROR_TABLE[self.code].meaning)
         self.message = message or ERROR_TABLE[self.code].meaning
@@ -138,6 +139,8 @@ class PollenError(Exception):
         self.retry_after_ms = retry_after_ms
         self.supported_versions = tuple(supported_versions)
         self.supported_codecs = tuple(supported_codecs)
+        # Only for codes unknown to this implementation: the sender's own retry verdict.
+        self._retry_override = retry
 
     @property
     def spec(self) -> ErrorSpec:
@@ -145,16 +148,16 @@ class PollenError(Exception):
 
     @property
     def grpc_status(self) -> StatusCode:
-        """The gRPC status a failed RPC carrying this error uses (INTERNAL for client-only codes)."""
+        """The gRPC status of a failed RPC carrying this error (INTERNAL for client-only codes)."""
         return self.spec.grpc_status or StatusCode.INTERNAL
 
     @property
     def retry(self) -> Retry:
-        return self.spec.retry
+        return self._retry_override or self.spec.retry
 
     @property
     def retryable(self) -> bool:
-        return self.spec.retry is Retry.YES
+        return self.retry is Retry.YES
 
     def __str__(self) -> str:
         where = f" (at {self.field})" if self.field else ""
