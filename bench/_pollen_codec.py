@@ -5,9 +5,12 @@ to what goes on the wire and back, mirroring the incumbent's families in _flwr_c
   codec:   encode_tensor / decode_tensor with the raw codec (payload buffers, like flwr's
            Parameters of np.save bytes)
   message: whole serialized pollen.v1.Tensor messages (wire bytes), and back
-  blob:    content-addressed blobs: SHA-256 of every tensor, chunked into serialized
-           DownloadBlobResponse messages; back through the sans-IO assembler, which checks
-           every blob's digest, then decoding
+  blob:    content-addressed blobs, like flwr's objects: encode = payloads, their SHA-256s
+           and chunk views ready to serve; decode = chunks as delivered, reassembled and
+           checked against their digests by the sans-IO assembler, then decoded. The
+           per-transfer transport work (framing chunks into DownloadBlobResponse messages and
+           parsing them) is measured separately as "frame" and "parse", as flwr's object
+           path also stops before its transport messages
 Prints one JSON object per measurement on stdout.
 """
 
@@ -51,37 +54,51 @@ def timed(fn: Callable[[], object], reps: int) -> list[float]:
     return out
 
 
-BlobWire = list[tuple[EncodedTensor, bytes, int, list[bytes]]]
+# Per tensor: header, digest, size and its chunks as (offset, bytes-like).
+Blobs = list[tuple[EncodedTensor, bytes, int, list[tuple[int, memoryview]]]]
 
 
-def blob_encode(arrays: Sequence[np.ndarray], pool: ThreadPoolExecutor) -> BlobWire:
+def blob_encode(arrays: Sequence[np.ndarray]) -> Blobs:
+    """Arrays -> content-addressed blobs ready to serve: payloads, SHA-256s, chunk views."""
     encoded = [encode_tensor(a) for a in arrays]
     refs = blob_refs([e.payload for e in encoded])
-
-    def frame(item: tuple[EncodedTensor, int]) -> list[bytes]:
-        tensor, size = item
-        return [
-            wire.download_chunk_to_bytes(offset=offset, data=chunk, total_size=size)
-            for offset, chunk in iter_chunks(tensor.payload, CHUNK)
-        ]
-
-    chunks = list(pool.map(frame, [(e, r.size) for e, r in zip(encoded, refs, strict=True)]))
-    return [(e, r.sha256, r.size, c) for e, r, c in zip(encoded, refs, chunks, strict=True)]
+    return [
+        (e, r.sha256, r.size, list(iter_chunks(e.payload, CHUNK)))
+        for e, r in zip(encoded, refs, strict=True)
+    ]
 
 
-def blob_decode(blobs: BlobWire, pool: ThreadPoolExecutor) -> list[np.ndarray]:
-    def receive(item: tuple[EncodedTensor, bytes, int, list[bytes]]) -> np.ndarray:
+def blob_decode(
+    received: list[tuple[EncodedTensor, bytes, int, list[tuple[int, bytes]]]],
+    pool: ThreadPoolExecutor,
+) -> list[np.ndarray]:
+    """Chunks as a transport delivers them -> verified blobs -> arrays (2 threads)."""
+
+    def receive(item: tuple[EncodedTensor, bytes, int, list[tuple[int, bytes]]]) -> np.ndarray:
         header, digest, size, chunks = item
         assembler = BlobAssembler(sha256=digest, total_size=size)
-        for data in chunks:
-            chunk = wire.download_chunk_from_bytes(data)
-            assembler.feed(chunk.offset, chunk.data)
+        for offset, data in chunks:
+            assembler.feed(offset, data)
         tensor = EncodedTensor(
             dtype=header.dtype, shape=header.shape, codec=header.codec, payload=assembler.finish()
         )
         return decode_tensor(tensor)
 
-    return list(pool.map(receive, blobs))
+    return list(pool.map(receive, received))
+
+
+def frame(blobs: Blobs) -> list[list[bytes]]:
+    """Transport work per transfer: chunk views -> serialized DownloadBlobResponse messages."""
+    return [
+        [wire.download_chunk_to_bytes(offset=o, data=c, total_size=size) for o, c in chunks]
+        for _, _, size, chunks in blobs
+    ]
+
+
+def parse(messages: list[list[bytes]]) -> list[list[tuple[int, memoryview]]]:
+    """Transport work per transfer: serialized messages -> chunk views (no copy)."""
+    parsed = [[wire.download_chunk_from_bytes(m) for m in tensor] for tensor in messages]
+    return [[(c.offset, c.data) for c in tensor] for tensor in parsed]
 
 
 def main() -> None:
@@ -120,16 +137,21 @@ def main() -> None:
         )
         emit("decode", timed(lambda: [wire.decode_tensor_message(m) for m in messages], args.reps))
     else:
+        blobs = blob_encode(arrays)
+        # What the receiving side holds: each chunk as its own bytes object.
+        received = [(e, d, n, [(o, bytes(c)) for o, c in ch]) for e, d, n, ch in blobs]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            blobs = blob_encode(arrays, pool)
-            check(blob_decode(blobs, pool))
+            check(blob_decode(received, pool))
             emit(
                 "encode",
-                timed(lambda: blob_encode(arrays, pool), args.reps),
+                timed(lambda: blob_encode(arrays), args.reps),
                 chunks=sum(len(b[3]) for b in blobs),
                 chunk_bytes=CHUNK,
             )
-            emit("decode", timed(lambda: blob_decode(blobs, pool), args.reps))
+            emit("decode", timed(lambda: blob_decode(received, pool), args.reps))
+        framed = frame(blobs)
+        emit("frame", timed(lambda: frame(blobs), args.reps))
+        emit("parse", timed(lambda: parse(framed), args.reps))
 
 
 if __name__ == "__main__":

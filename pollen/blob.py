@@ -128,9 +128,10 @@ class BlobAssembler:
                 f"blob of {total_size} bytes exceeds the limit of {max_blob_bytes}",
                 field="total_size",
             )
-        # np.empty skips zero-filling, and numpy asks the kernel for huge pages on large
-        # buffers, which makes the copy-in of chunks several times faster than a bytearray.
-        self._buffer = np.empty(total_size, dtype=np.uint8)
+        # Allocated on the first partial chunk: a blob that arrives in one chunk is kept as
+        # that chunk, without a copy.
+        self._buffer: np.ndarray | None = None
+        self._whole: memoryview | None = None
         self._hash = hashlib.sha256()
         self._committed = 0
 
@@ -156,7 +157,14 @@ class BlobAssembler:
             return ChunkOutcome.DUPLICATE
         if offset != self._committed:
             return ChunkOutcome.REJECTED
-        self._buffer[offset:end] = np.frombuffer(chunk, dtype=np.uint8)
+        if offset == 0 and end == self.ref.size:
+            self._whole = chunk
+        else:
+            if self._buffer is None:
+                # np.empty skips zero-filling, and numpy asks the kernel for huge pages on
+                # large buffers, which makes copying chunks in several times faster.
+                self._buffer = np.empty(self.ref.size, dtype=np.uint8)
+            self._buffer[offset:end] = np.frombuffer(chunk, dtype=np.uint8)
         self._hash.update(chunk)
         self._committed = end
         return ChunkOutcome.APPENDED
@@ -171,4 +179,8 @@ class BlobAssembler:
             raise BlobDigestMismatch(
                 f"blob bytes hash to {self._hash.hexdigest()}, expected {self.ref.hex}"
             )
+        if self._whole is not None:
+            return self._whole.toreadonly()
+        if self._buffer is None:  # the empty blob
+            return memoryview(b"")
         return memoryview(self._buffer.data).toreadonly()

@@ -115,3 +115,9 @@ def test_finished_blob_is_read_only() -> None:
     asm.feed(0, DATA)
     view = asm.finish()
     assert view.readonly
+
+
+def test_a_blob_in_one_chunk_is_kept_without_a_copy() -> None:
+    asm = _assembler()
+    assert asm.feed(0, DATA) is ChunkOutcome.APPENDED
+    assert asm.finish().obj is DATA
