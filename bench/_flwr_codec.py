@@ -16,32 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import time
-from collections.abc import Callable
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 import numpy as np
-
-
-def model(params: int, arrays: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    per = params // arrays
-    sizes = [per] * (arrays - 1) + [params - per * (arrays - 1)]
-    return [
-        rng.standard_normal(s, dtype=np.float32).reshape(-1, 100 if s % 100 == 0 else 1)
-        for s in sizes
-    ]
-
-
-def timed(fn: Callable[[], object], reps: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+from _common import model, timed
 
 
 def main() -> None:

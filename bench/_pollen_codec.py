@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from _common import model, timed
 
 from pollen import wire
 from pollen.blob import BlobAssembler, blob_refs, iter_chunks
@@ -32,26 +32,6 @@ from pollen.limits import Limits
 from pollen.tensors import EncodedTensor, decode_tensor, encode_tensor
 
 CHUNK = Limits().max_message_bytes - CHUNK_OVERHEAD_BYTES
-
-
-def model(params: int, arrays: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    per = params // arrays
-    sizes = [per] * (arrays - 1) + [params - per * (arrays - 1)]
-    return [
-        rng.standard_normal(s, dtype=np.float32).reshape(-1, 100 if s % 100 == 0 else 1)
-        for s in sizes
-    ]
-
-
-def timed(fn: Callable[[], object], reps: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 # Per tensor: header, digest, size and its chunks as (offset, bytes-like).
