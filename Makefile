@@ -37,13 +37,16 @@ proto-lint: install
 	$(BUF) lint
 	$(BUF) format --diff --exit-code proto
 
-# Breaking-change check (FILE rules) against the protos on branch main, once main has them.
+# Breaking-change check (FILE rules) of the working tree against the last commit that is
+# already on main: the merge base with main on a branch, the parent commit on main itself.
 proto-breaking: install
-	@if git rev-parse --verify --quiet main >/dev/null && git cat-file -e main:proto/pollen/v1 2>/dev/null; then \
-		echo "buf breaking --against .git#branch=main"; \
-		$(BUF) breaking --against '.git#branch=main'; \
+	@base=$$(git merge-base HEAD main 2>/dev/null || true); \
+	if [ -z "$$base" ] || [ "$$base" = "$$(git rev-parse HEAD)" ]; then base=$$(git rev-parse --verify --quiet HEAD~1 || true); fi; \
+	if [ -n "$$base" ] && git cat-file -e "$$base:proto/pollen/v1" 2>/dev/null; then \
+		echo "buf breaking --against .git#ref=$$base"; \
+		$(BUF) breaking --against ".git#ref=$$base"; \
 	else \
-		echo "buf breaking: skipped, branch main holds no protos yet"; \
+		echo "buf breaking: skipped, no earlier commit holds the protos"; \
 	fi
 
 generate: install
