@@ -38,13 +38,19 @@ class BlobRef:
     sha256: bytes
     size: int
 
-    def __post_init__(self) -> None:
+    def check(self) -> BlobRef:
+        """Return self if the reference is well formed, else raise InvalidArgument.
+
+        Not done at construction: a received tensor keeps its reference as it came, so that
+        decoding reports its problems in the spec's check order (PLN-TEN-008, step 7).
+        """
         if len(self.sha256) != SHA256_SIZE:
             raise InvalidArgument(
                 f"a blob digest is {SHA256_SIZE} bytes, got {len(self.sha256)}", field="sha256"
             )
         if self.size < 0:
             raise InvalidArgument(f"blob size must be >= 0, got {self.size}", field="size")
+        return self
 
     @property
     def hex(self) -> str:
@@ -59,7 +65,7 @@ def blob_digest(data: BytesLike) -> bytes:
 def blob_ref(data: BytesLike) -> BlobRef:
     """The reference naming `data`."""
     view = memoryview(data)
-    return BlobRef(sha256=blob_digest(view), size=view.nbytes)
+    return BlobRef(sha256=blob_digest(view), size=view.nbytes).check()
 
 
 def blob_refs(blobs: Sequence[BytesLike], *, max_workers: int = 2) -> list[BlobRef]:
@@ -121,7 +127,7 @@ class BlobAssembler:
     def __init__(
         self, *, sha256: bytes, total_size: int, max_blob_bytes: int | None = None
     ) -> None:
-        self.ref = BlobRef(sha256=bytes(sha256), size=total_size)
+        self.ref = BlobRef(sha256=bytes(sha256), size=total_size).check()
         if max_blob_bytes is not None and total_size > max_blob_bytes:
             # Checked before allocating: a peer cannot make us reserve memory it may never send.
             raise LimitExceeded(

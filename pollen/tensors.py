@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from pollen.codecs import CODECS, Payload, get_codec
+from pollen.blob import BlobRef
+from pollen.codecs import CODECS, Codec, Payload, get_codec
 from pollen.dtypes import Dtype
 from pollen.errors import (
     CodecDataInvalid,
@@ -49,6 +50,9 @@ class EncodedTensor:
     codec: str
     payload: bytes | memoryview
     name: str = ""
+    #: Set when the payload travels as a blob: `payload` is then empty until the receiver
+    #: has fetched and verified the blob and replaced it (dataclasses.replace).
+    blob: BlobRef | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
@@ -81,12 +85,32 @@ def decode_tensor(
         raise
 
 
-def _decode(
+def check_tensor(
+    tensor: EncodedTensor,
+    *,
+    limits: Limits = _DEFAULT_LIMITS,
+    codecs: Collection[str] | None = None,
+    dtypes: Collection[Dtype] | None = None,
+    field: str = "",
+) -> int:
+    """Check a received tensor's header (steps 1-7) and return its element count.
+
+    For a tensor whose payload is a blob this is everything that can be judged before
+    fetching it, so a receiver never downloads the payload of a tensor it would refuse.
+    """
+    try:
+        return _check(tensor, limits, codecs, dtypes)[2]
+    except PollenError as exc:
+        _prefix(exc, field)
+        raise
+
+
+def _check(
     tensor: EncodedTensor,
     limits: Limits,
     codecs: Collection[str] | None,
     dtypes: Collection[Dtype] | None,
-) -> npt.NDArray[Any]:
+) -> tuple[Dtype, Codec, int]:
     # 1 (a wire number that slipped in instead of a Dtype is still judged here, in order)
     dtype = tensor.dtype if isinstance(tensor.dtype, Dtype) else Dtype.from_wire(tensor.dtype)
     if dtypes is not None and dtype not in dtypes:
@@ -105,6 +129,32 @@ def _decode(
         raise CodecDataInvalid(f"codec {codec_id!r} does not apply to {dtype.name}", field="codec")
     # 4-6
     numel = check_shape(tensor.shape, dtype, limits)
+    # 7
+    if tensor.blob is not None:
+        try:
+            tensor.blob.check()
+        except PollenError as exc:
+            _prefix(exc, "blob")
+            raise
+        if tensor.blob.size > limits.max_blob_bytes:
+            raise LimitExceeded(
+                f"blob of {tensor.blob.size} bytes exceeds max_blob_bytes {limits.max_blob_bytes}",
+                field="blob.size",
+            )
+    return dtype, codec, numel
+
+
+def _decode(
+    tensor: EncodedTensor,
+    limits: Limits,
+    codecs: Collection[str] | None,
+    dtypes: Collection[Dtype] | None,
+) -> npt.NDArray[Any]:
+    dtype, codec, numel = _check(tensor, limits, codecs, dtypes)
+    if tensor.blob is not None:
+        raise InvalidArgument(
+            "the payload is a blob: fetch it, then decode with the payload in place", field="blob"
+        )
     # 8
     array = codec.decode(tensor.payload, dtype, tensor.shape, numel)
     # 9
@@ -227,6 +277,7 @@ __all__ = [
     "DEFAULT_CODEC",
     "EncodedTensor",
     "Payload",
+    "check_tensor",
     "decode_tensor",
     "decode_tensors",
     "encode_tensor",

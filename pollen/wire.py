@@ -14,6 +14,7 @@ header that upb wrote, which the protobuf encoding allows (fields may come in an
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
+import dataclasses
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -181,11 +182,9 @@ def blob_ref_to_proto(ref: BlobRef) -> tensor_pb2.BlobRef:
     return tensor_pb2.BlobRef(sha256=ref.sha256, size=ref.size)
 
 
-def blob_ref_from_proto(msg: tensor_pb2.BlobRef, *, field: str = "blob") -> BlobRef:
-    try:
-        return BlobRef(sha256=msg.sha256, size=msg.size)
-    except InvalidArgument as exc:
-        raise InvalidArgument(exc.message, field=f"{field}.{exc.field}") from None
+def blob_ref_from_proto(msg: tensor_pb2.BlobRef) -> BlobRef:
+    """The reference as received; `BlobRef.check` validates it when its turn comes."""
+    return BlobRef(sha256=msg.sha256, size=msg.size)
 
 
 # --- tensors ---------------------------------------------------------------------------
@@ -298,17 +297,17 @@ def _wire_dtype(dtype: Dtype) -> tensor_pb2.Dtype:
     return cast(tensor_pb2.Dtype, dtype.value)
 
 
-def tensor_to_proto(tensor: EncodedTensor, *, blob: BlobRef | None = None) -> tensor_pb2.Tensor:
-    """Build a Tensor message; with `blob`, the payload travels by reference instead.
+def tensor_to_proto(tensor: EncodedTensor) -> tensor_pb2.Tensor:
+    """Build a Tensor message, by blob reference when `tensor.blob` is set.
 
-    This copies the payload into the message, which is right for small tensors; large
+    An inline payload is copied into the message, which is right for small tensors; large
     ones go by blob reference or through `tensor_to_bytes`.
     """
     msg = tensor_pb2.Tensor(
         dtype=_wire_dtype(tensor.dtype), shape=tensor.shape, codec=tensor.codec, name=tensor.name
     )
-    if blob is not None:
-        msg.blob.CopyFrom(blob_ref_to_proto(blob))
+    if tensor.blob is not None:
+        msg.blob.CopyFrom(blob_ref_to_proto(tensor.blob))
     else:
         msg.inline_data = bytes(tensor.payload)
     return msg
@@ -324,11 +323,10 @@ def tensor_to_bytes(tensor: EncodedTensor) -> bytes:
 
 def tensor_from_proto(
     msg: tensor_pb2.Tensor, *, payload: memoryview | None = None, field: str = "tensor"
-) -> EncodedTensor | tuple[EncodedTensor, BlobRef]:
-    """Decode a Tensor message's header and locate its payload.
+) -> EncodedTensor:
+    """The tensor a message carries, unchecked beyond its dtype (decoding checks the rest).
 
-    Returns the EncodedTensor when the payload is inline, or the tensor with an empty
-    payload plus the BlobRef to fetch when it travels as a blob. `payload` overrides the
+    A blob payload comes back as `blob` with an empty payload. `payload` overrides the
     message's inline_data (the zero-copy path passes the view it sliced out).
     """
     try:
@@ -337,17 +335,19 @@ def tensor_from_proto(
         exc.field = f"{field}.dtype"
         raise
     # Names are informative only, so an overlong one is not a reason to refuse a tensor.
-    shape, codec, name = tuple(msg.shape), msg.codec or "raw", msg.name
+    tensor = EncodedTensor(
+        dtype=dtype,
+        shape=tuple(msg.shape),
+        codec=msg.codec or "raw",
+        payload=payload if payload is not None else msg.inline_data,
+        name=msg.name,
+    )
     if msg.WhichOneof("payload") == "blob":
-        ref = blob_ref_from_proto(msg.blob, field=f"{field}.blob")
-        return EncodedTensor(dtype=dtype, shape=shape, codec=codec, payload=b"", name=name), ref
-    data = payload if payload is not None else msg.inline_data
-    return EncodedTensor(dtype=dtype, shape=shape, codec=codec, payload=data, name=name)
+        return dataclasses.replace(tensor, payload=b"", blob=blob_ref_from_proto(msg.blob))
+    return tensor
 
 
-def tensor_from_bytes(
-    data: bytes, *, field: str = "tensor"
-) -> EncodedTensor | tuple[EncodedTensor, BlobRef]:
+def tensor_from_bytes(data: bytes, *, field: str = "tensor") -> EncodedTensor:
     """Parse a serialized Tensor without copying its inline payload."""
     try:
         split = _split_field(data, _TENSOR_INLINE_DATA, cleared_by=_TENSOR_BLOB)
@@ -374,10 +374,7 @@ def decode_tensor_message(
     The whole check order of the spec applies; a blob payload cannot be decoded here and
     is reported as INVALID_ARGUMENT (fetch the blob, then call `decode_tensor`).
     """
-    received = tensor_from_bytes(data)
-    if isinstance(received, tuple):
-        raise InvalidArgument("the tensor's payload is a blob reference", field="tensor.blob")
-    return decode_tensor(received, limits=limits, codecs=codecs, dtypes=dtypes)
+    return decode_tensor(tensor_from_bytes(data), limits=limits, codecs=codecs, dtypes=dtypes)
 
 
 # --- blob chunks -----------------------------------------------------------------------
@@ -434,10 +431,7 @@ def upload_chunk_to_bytes(chunk: UploadChunk) -> bytes:
 def upload_chunk_from_bytes(data: bytes) -> UploadChunk:
     """Parse a serialized UploadBlobRequest; the chunk is a view of `data`."""
     msg, payload = _parse_split(blob_service_pb2.UploadBlobRequest(), data, _UPLOAD_DATA)
-    try:
-        blob = BlobRef(sha256=msg.sha256, size=msg.total_size)
-    except InvalidArgument as exc:
-        raise InvalidArgument(exc.message, field=exc.field) from None
+    blob = BlobRef(sha256=msg.sha256, size=msg.total_size).check()
     return UploadChunk(
         session_id=msg.session_id,
         blob=blob,

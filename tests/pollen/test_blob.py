@@ -36,7 +36,11 @@ def test_parallel_refs_keep_order_and_match_serial() -> None:
 
 def test_blob_ref_checks_digest_length() -> None:
     with pytest.raises(InvalidArgument, match="32 bytes"):
-        BlobRef(sha256=b"short", size=1)
+        BlobRef(sha256=b"short", size=1).check()
+    with pytest.raises(InvalidArgument, match=">= 0"):
+        BlobRef(sha256=bytes(32), size=-1).check()
+    ref = BlobRef(sha256=bytes(32), size=0)
+    assert ref.check() is ref
 
 
 def test_chunks_are_views_covering_the_blob() -> None:

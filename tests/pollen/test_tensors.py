@@ -10,6 +10,7 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pollen.blob import BlobRef
 from pollen.codecs import CODECS
 from pollen.dtypes import FLOAT_DTYPES, Dtype
 from pollen.errors import (
@@ -26,6 +27,7 @@ from pollen.errors import (
 from pollen.limits import Limits
 from pollen.tensors import (
     EncodedTensor,
+    check_tensor,
     decode_tensor,
     decode_tensors,
     encode_tensor,
@@ -399,3 +401,20 @@ def test_bfloat16_arrays_travel_as_bfloat16() -> None:
     decoded = decode_tensor(encoded)
     assert decoded.dtype == np.dtype(ml_dtypes.bfloat16)
     assert decoded.view("<u2").tolist() == [0x3F80, 0xC020, 0x4040]
+
+
+def test_blob_tensors_are_checked_at_step_7_before_fetching() -> None:
+    header = EncodedTensor(dtype=Dtype.FLOAT32, shape=(4,), codec="raw", payload=b"")
+    good = dataclasses.replace(header, blob=BlobRef(sha256=bytes(32), size=16))
+    assert check_tensor(good) == 4
+    short = dataclasses.replace(header, blob=BlobRef(sha256=b"x", size=16))
+    with pytest.raises(InvalidArgument, match="32 bytes") as info:
+        check_tensor(short, field="parameters[0]")
+    assert info.value.field == "parameters[0].blob.sha256"
+    # Earlier steps win over a malformed reference.
+    with pytest.raises(CodecUnsupported):
+        check_tensor(dataclasses.replace(short, codec="x-unknown"))
+    with pytest.raises(LimitExceeded):
+        check_tensor(good, limits=Limits(max_blob_bytes=15))
+    with pytest.raises(InvalidArgument, match="fetch it"):
+        decode_tensor(good)
