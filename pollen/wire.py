@@ -13,8 +13,8 @@ header that upb wrote, which the protobuf encoding allows (fields may come in an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
 import dataclasses
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
