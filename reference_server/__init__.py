@@ -1,0 +1,1 @@
+"""The Pollen reference server: round engine, strategies, durable state and gRPC service."""

@@ -1,0 +1,718 @@
+"""The coordinator: drives the round engine with sessions, storage and strategies.
+
+The gRPC service is a thin shell around this class: every RPC becomes one method call,
+every failure a typed PollenError. The coordinator owns the sessions, runs the engine's
+actions (aggregation, commits) and keeps server memory O(model): results are written to
+the blob store as they arrive and read back one at a time, in a fixed order, when the
+strategy aggregates them.
+
+Everything runs on one asyncio loop; CPU-heavy work (hashing, decoding, aggregation) goes
+to worker threads, and the engine is only ever touched from the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pollen.blob import BlobRef
+from pollen.dtypes import Dtype
+from pollen.errors import (
+    BlobIncomplete,
+    BlobNotFound,
+    InvalidArgument,
+    PollenError,
+    SessionUnknown,
+    UpdateRejected,
+)
+from pollen.handshake import (
+    FEATURE_QUERY,
+    Capabilities,
+    check_node_id,
+    chunk_size,
+    negotiate,
+    select_version,
+)
+from pollen.limits import Limits
+from pollen.messages import (
+    EvaluateInstruction,
+    EvaluateReply,
+    FailureReply,
+    FitInstruction,
+    FitReply,
+    GetParametersReply,
+    HandshakeRequest,
+    HandshakeResponse,
+    QueryReply,
+    Reply,
+    Task,
+    TaskResult,
+)
+from pollen.tensors import EncodedTensor, check_tensor, decode_tensor, encode_tensor
+from pollen.values import ConfigValue
+from pollen.version import PROTOCOL_VERSION
+from reference_server.analytics import QueryAnswer, reduce_answers
+from reference_server.config import Config
+from reference_server.engine import (
+    AcceptedResult,
+    Action,
+    AggregatePhase,
+    CommitRound,
+    Engine,
+    PhaseClosed,
+    PhaseKind,
+    RunEnded,
+    TasksReady,
+)
+from reference_server.faults import crash_point
+from reference_server.store import Store
+from reference_server.store.records import RoundRecord, TensorRecord
+from reference_server.strategies.base import (
+    EvaluateReport,
+    FitUpdate,
+    Strategy,
+    aggregate_evaluate,
+)
+from reference_server.validation import check_examples, check_metrics, validate_parameters
+
+log = logging.getLogger("pollen.server")
+
+AGENT = "pollen-reference-server/0.1.0"
+CentralEvaluation = Callable[[int, list[np.ndarray]], tuple[float, dict[str, ConfigValue]]]
+
+
+def load_callable(spec: str) -> CentralEvaluation:
+    """Import "module:function" (the central evaluation hook of the config)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidArgument(f"expected module:function, got {spec!r}")
+    function = getattr(importlib.import_module(module_name), attr)
+    if not callable(function):
+        raise InvalidArgument(f"{spec} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+@dataclass(kw_only=True)
+class Session:
+    session_id: str
+    node_id: str
+    capabilities: Capabilities
+    last_seen: float
+    polls: int = 0
+
+
+@dataclass(kw_only=True)
+class _RoundNotes:
+    """What a round accumulates for its commit record and its log line."""
+
+    started: float
+    phase_started: float | None = None
+    metrics: dict[str, ConfigValue] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, np.ndarray] | None = None
+    output: tuple[EncodedTensor, ...] | None = None
+
+
+def _arrays(store: Store, tensors: Sequence[EncodedTensor]) -> list[np.ndarray]:
+    """Decode stored tensors (blob references) into arrays backed by the blob files."""
+    return [decode_tensor(t) for t in store.load_tensors([_record(t) for t in tensors])]
+
+
+def _record(tensor: EncodedTensor) -> TensorRecord:
+    if tensor.blob is None:
+        raise InvalidArgument("only stored tensors (blob references) have a record")
+    return TensorRecord(
+        dtype=tensor.dtype, shape=tensor.shape, codec=tensor.codec, blob=tensor.blob
+    )
+
+
+class Coordinator:
+    """One run of the reference server."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        strategy: Strategy,
+        *,
+        central_evaluation: CentralEvaluation | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.strategy = strategy
+        self.central_evaluation = central_evaluation
+        self.clock = clock
+        server = config.server
+        self.limits = Limits(max_message_bytes=server.max_message_bytes)
+        self.capabilities = Capabilities(
+            codecs=("raw", "zstd", "float16", "bfloat16", "int8", "topk"),
+            dtypes=frozenset(Dtype),
+            limits=self.limits,
+            features=frozenset({FEATURE_QUERY}),
+        )
+        self.sessions: dict[str, Session] = {}
+        self._node_session: dict[str, str] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._kick = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._engine: Engine | None = None
+        self._strategy_state: dict[str, np.ndarray] = {}
+        self._global_cache: tuple[tuple[EncodedTensor, ...], list[np.ndarray]] | None = None
+        self._notes: _RoundNotes | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+        self.ended: RunEnded | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "start() first"
+        return self._engine
+
+    async def start(self) -> None:
+        """Load or create the run and resume it after its last committed round."""
+        now = self.clock()
+        plan = self.config.plan()
+        run = self.store.state.begin_run(plan.run_id, self.config.digest, time.time())
+        last = self.store.state.last_round(plan.run_id)
+        parameters: tuple[EncodedTensor, ...] | None = None
+        next_round = 1 if plan.analytics else 0
+        if last is not None:
+            next_round = last.round + 1
+            if not plan.analytics:
+                parameters = tuple(r.to_encoded() for r in last.parameters)
+            stored_state = [last.strategy_state[k] for k in sorted(last.strategy_state)]
+            arrays = _arrays(self.store, [s.to_encoded() for s in stored_state])
+            self._strategy_state = {
+                k: np.array(a) for k, a in zip(sorted(last.strategy_state), arrays, strict=True)
+            }
+            log.info("resuming run %s after committed round %d", plan.run_id, last.round)
+        elif self.config.run.initial_model and not plan.analytics:
+            await self._commit_initial_model(plan.run_id)
+            await self.start()
+            return
+        finished = run.status != "running"
+        self._engine = Engine(
+            plan, now=now, next_round=next_round, parameters=parameters, finished=finished
+        )
+        if self._engine.ended is not None:
+            self.ended = self._engine.ended
+            self.finished.set()
+        self._notes = _RoundNotes(started=now)
+        self._ticker = asyncio.create_task(self._tick_loop(), name="pollen-engine-ticker")
+
+    async def _commit_initial_model(self, run_id: str) -> None:
+        with np.load(self.config.run.initial_model, allow_pickle=False) as data:
+            arrays = [data[k] for k in sorted(data.files, key=_npz_order)]
+        encoded = [encode_tensor(a) for a in arrays]
+        records = await asyncio.to_thread(self.store.put_tensors, encoded)
+        state = self.strategy.initial_state(arrays)
+        self.store.state.commit_round(
+            RoundRecord(
+                run_id=run_id,
+                round=0,
+                parameters=records,
+                strategy_state=self._put_state(state),
+                metrics={},
+                history={"source": self.config.run.initial_model},
+                committed_at=time.time(),
+            )
+        )
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        for event in self._wakeups.values():
+            event.set()
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def _session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SessionUnknown("unknown or expired session; handshake again", field="session_id")
+        session.last_seen = self.clock()
+        return session
+
+    async def handshake(self, request: HandshakeRequest) -> HandshakeResponse:
+        version = select_version(request.versions, (PROTOCOL_VERSION,))
+        node_id = check_node_id(request.node_id)
+        caps = negotiate(request.capabilities, self.capabilities)
+        server = self.config.server
+        size = chunk_size(
+            server.chunk_size_bytes, client=request.capabilities.limits, server=self.limits
+        )
+        old = self._node_session.pop(node_id, None)
+        if old is not None:
+            self.sessions.pop(old, None)  # a new session of the node replaces the old one
+        session_id = secrets.token_hex(16)
+        now = self.clock()
+        self.sessions[session_id] = Session(
+            session_id=session_id,
+            node_id=node_id,
+            capabilities=dataclasses.replace(caps, limits=request.capabilities.limits),
+            last_seen=now,
+        )
+        self._node_session[node_id] = session_id
+        self._wakeups.setdefault(node_id, asyncio.Event())
+        log.info(
+            "node %s connected (%s, codecs %s)",
+            node_id,
+            request.agent or "unknown agent",
+            ",".join(caps.codecs),
+        )
+        await self._run(self.engine.connect(node_id, now))
+        return HandshakeResponse(
+            version=version,
+            session_id=session_id,
+            capabilities=caps,
+            heartbeat_interval_ms=round(server.heartbeat_interval_s * 1000),
+            max_poll_wait_ms=round(server.max_poll_wait_s * 1000),
+            session_timeout_ms=round(server.session_timeout_s * 1000),
+            chunk_size_bytes=size,
+            agent=AGENT,
+        )
+
+    async def leave(self, session_id: str, reason: str) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return  # a Leave is safe to repeat
+        self._node_session.pop(session.node_id, None)
+        log.info("node %s left (%s)", session.node_id, reason)
+        await self._run(self.engine.disconnect(session.node_id, self.clock(), reason=reason))
+
+    def heartbeat(self, session_id: str, task_id: str) -> bool:
+        self._session(session_id)
+        return not task_id or self.engine.is_open(task_id)
+
+    # --- tasks -------------------------------------------------------------------------
+
+    async def poll(self, session_id: str, wait_ms: int) -> Task | None:
+        session = self._session(session_id)
+        wait = min(wait_ms / 1000, self.config.server.max_poll_wait_s)
+        deadline = self.clock() + wait
+        event = self._wakeups.setdefault(session.node_id, asyncio.Event())
+        session.polls += 1
+        try:
+            while True:
+                if self.sessions.get(session_id) is not session:
+                    raise SessionUnknown("the session was replaced or expired", field="session_id")
+                event.clear()
+                task = self.engine.next_task(session.node_id, self.clock())
+                if task is not None:
+                    return await self._wire_task(task)
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except TimeoutError:
+                    return None
+        finally:
+            session.polls -= 1
+            session.last_seen = self.clock()
+
+    async def _wire_task(self, task: Task) -> Task:
+        """Inline the small tensors of the global model; large ones stay blob references."""
+        ins = task.instruction
+        if not isinstance(ins, FitInstruction | EvaluateInstruction):
+            return task
+        limit = self.config.server.inline_limit_bytes
+        tensors = []
+        for tensor in ins.parameters:
+            if tensor.blob is not None and tensor.blob.size <= limit:
+                payload = await asyncio.to_thread(self.store.blobs.read, tensor.blob)
+                tensors.append(dataclasses.replace(tensor, payload=bytes(payload), blob=None))
+            else:
+                tensors.append(tensor)
+        return dataclasses.replace(
+            task, instruction=dataclasses.replace(ins, parameters=tuple(tensors))
+        )
+
+    async def submit(self, session_id: str, result: TaskResult) -> bool:
+        """Accept a result; returns True when it was a duplicate. Raises the typed error."""
+        session = self._session(session_id)
+        if not self.engine.check_result(session.node_id, result):
+            return True
+        try:
+            accepted = await self._store_result(session, result)
+        except UpdateRejected as exc:
+            await self._run(self.engine.reject(result.task_id, exc, self.clock()))
+            raise
+        except (BlobIncomplete, BlobNotFound):
+            raise  # the task stays open: upload the blob, then submit again
+        except PollenError as exc:
+            # A malformed tensor is as bad as a malformed update: the task is rejected.
+            await self._run(self.engine.reject(result.task_id, exc, self.clock()))
+            raise
+        if self.engine.is_open(result.task_id):
+            crash_point("result_accepted")
+        await self._run(self.engine.accept(accepted, self.clock()))
+        return False
+
+    async def _store_result(self, session: Session, result: TaskResult) -> AcceptedResult:
+        reply = result.reply
+        accepted = AcceptedResult(task_id=result.task_id, node_id=session.node_id, reply=reply)
+        if isinstance(reply, FailureReply):
+            return accepted
+        caps = session.capabilities
+        tensors: tuple[EncodedTensor, ...] = ()
+        if isinstance(reply, FitReply | GetParametersReply):
+            tensors = reply.parameters
+        elif isinstance(reply, QueryReply):
+            tensors = reply.tensors
+        stored = await asyncio.to_thread(self._validate_and_store, reply, tensors, caps)
+        if isinstance(reply, FitReply | GetParametersReply):
+            reply = dataclasses.replace(reply, parameters=stored)
+        elif isinstance(reply, QueryReply):
+            reply = dataclasses.replace(reply, tensors=stored)
+        return dataclasses.replace(accepted, reply=reply)
+
+    def _validate_and_store(
+        self, reply: Reply, tensors: tuple[EncodedTensor, ...], caps: Capabilities
+    ) -> tuple[EncodedTensor, ...]:
+        """Check a result fully, then write its payloads as blobs (worker thread)."""
+        validation = self.config.validation.config()
+        field_name = f"result.{type(reply).__name__.removesuffix('Reply').lower()}"
+        if len(tensors) > self.limits.max_tensors:
+            raise UpdateRejected(f"{len(tensors)} tensors exceed max_tensors", field=field_name)
+        resolved = []
+        for i, tensor in enumerate(tensors):
+            where = f"{field_name}.tensors[{i}]"
+            check_tensor(
+                tensor, limits=self.limits, codecs=caps.codecs, dtypes=caps.dtypes, field=where
+            )
+            if tensor.blob is None:
+                resolved.append(tensor)
+                continue
+            if not self.store.blobs.has(tensor.blob):
+                raise BlobIncomplete(f"blob {tensor.blob.hex} is not uploaded", field=where)
+            payload = self.store.blobs.read(tensor.blob)
+            resolved.append(dataclasses.replace(tensor, payload=payload, blob=None))
+        arrays = [
+            decode_tensor(t, limits=self.limits, field=f"{field_name}.tensors[{i}]")
+            for i, t in enumerate(resolved)
+        ]
+        if isinstance(reply, FitReply):
+            check_examples(reply.num_examples, validation)
+            check_metrics(reply.metrics, field="result.fit.metrics")
+            reference = self._global_arrays()
+            validate_parameters(arrays, reference, validation, field="result.fit.parameters")
+        elif isinstance(reply, EvaluateReply):
+            check_examples(reply.num_examples, validation)
+            if not math.isfinite(reply.loss):
+                raise UpdateRejected(f"loss is {reply.loss}", field="result.evaluate.loss")
+            check_metrics(reply.metrics, field="result.evaluate.metrics")
+        elif isinstance(reply, QueryReply):
+            check_examples(reply.num_examples, validation, minimum=0)
+        del arrays
+        records = self.store.put_tensors(resolved)
+        return tuple(r.to_encoded() for r in records)
+
+    def _global_arrays(self) -> list[np.ndarray]:
+        parameters = self.engine.parameters or ()
+        cached = self._global_cache
+        if cached is None or cached[0] != parameters:
+            self._global_cache = (parameters, _arrays(self.store, parameters))
+        assert self._global_cache is not None
+        return self._global_cache[1]
+
+    # --- blobs -------------------------------------------------------------------------
+
+    def download(
+        self, session_id: str, sha256: bytes, offset: int
+    ) -> Iterator[tuple[int, bytes, int]]:
+        """The chunks of a blob from `offset`, as (offset, data, total size)."""
+        session = self._session(session_id)
+        ref = BlobRef(sha256=sha256, size=0)
+        try:
+            ref.check()
+        except PollenError as exc:
+            exc.field = "sha256"
+            raise
+        stored = self._known_blob(sha256)
+        if stored is None:
+            raise BlobNotFound(f"no blob {sha256.hex()}", field="sha256")
+        if offset > stored.size:
+            raise InvalidArgument(
+                f"offset {offset} is past the blob's {stored.size} bytes", field="offset"
+            )
+        chunk = chunk_size(
+            self.config.server.chunk_size_bytes,
+            client=session.capabilities.limits,
+            server=self.limits,
+        )
+
+        def chunks() -> Iterator[tuple[int, bytes, int]]:
+            position = offset
+            if position == stored.size:
+                yield position, b"", stored.size
+                return
+            while position < stored.size:
+                data = self.store.blobs.read_range(
+                    stored, position, min(chunk, stored.size - position)
+                )
+                yield position, data, stored.size
+                position += len(data)
+
+        return chunks()
+
+    def _known_blob(self, sha256: bytes) -> BlobRef | None:
+        for tensor in self.engine.parameters or ():
+            if tensor.blob is not None and tensor.blob.sha256 == sha256:
+                return tensor.blob
+        return None
+
+    async def upload(
+        self, session_id: str, ref: BlobRef, offset: int, data: memoryview
+    ) -> tuple[int, bool]:
+        session = self._session(session_id)
+        ref.check()
+        upload = self.store.blobs.upload(
+            session.node_id, ref, max_blob_bytes=self.limits.max_blob_bytes
+        )
+        if upload.complete:
+            return ref.size, True
+        if len(data) > self.config.server.chunk_size_bytes:
+            raise InvalidArgument("chunk larger than chunk_size_bytes", field="data")
+        if len(data):
+            await asyncio.to_thread(upload.append, offset, data)
+        if upload.committed_size == ref.size:
+            await asyncio.to_thread(upload.finish)
+            return ref.size, True
+        return upload.committed_size, False
+
+    # --- engine actions ----------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            now = self.clock()
+            await self._run(self.engine.tick(now))
+            await self._expire_sessions(now)
+            wake = self.engine.next_wakeup()
+            delay = min(1.0, max(0.01, (wake - now) if wake is not None else 1.0))
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), delay)
+
+    async def _expire_sessions(self, now: float) -> None:
+        timeout = self.config.server.session_timeout_s
+        for session in list(self.sessions.values()):
+            if session.polls == 0 and now - session.last_seen > timeout:
+                log.warning("node %s timed out after %.0f s of silence", session.node_id, timeout)
+                await self.leave(session.session_id, "SESSION_TIMEOUT")
+
+    async def _run(self, actions: list[Action]) -> None:
+        """Carry out engine actions in order, including the ones they lead to."""
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, TasksReady):
+                if self._notes is not None and self._notes.phase_started is None:
+                    self._notes.phase_started = self.clock()
+                for node in action.node_ids:
+                    self._wakeups.setdefault(node, asyncio.Event()).set()
+            elif isinstance(action, PhaseClosed):
+                self._note_phase(action)
+            elif isinstance(action, AggregatePhase):
+                crash_point("before_aggregation")
+                queue += await self._aggregate(action)
+            elif isinstance(action, CommitRound):
+                queue += await self._commit(action)
+            elif isinstance(action, RunEnded):
+                self.ended = action
+                self.store.state.set_status(
+                    self.config.run.id, action.status, action.reason, time.time()
+                )
+                log.log(
+                    logging.INFO if action.status == "finished" else logging.ERROR,
+                    "run %s %s: %s",
+                    self.config.run.id,
+                    action.status,
+                    action.reason,
+                )
+                self.finished.set()
+                for event in self._wakeups.values():
+                    event.set()
+        self._kick.set()
+
+    def _note_phase(self, action: PhaseClosed) -> None:
+        notes = self._notes
+        if notes is None:
+            return
+        notes.history[f"{action.kind.value}_attempt_{action.attempt}"] = {
+            "accepted": action.accepted,
+            "failures": dict(action.failures),
+            "duration_s": round(action.duration_s, 3),
+            "event": action.event,
+        }
+
+    async def _aggregate(self, action: AggregatePhase) -> list[Action]:
+        notes = self._notes or _RoundNotes(started=self.clock())
+        self._notes = notes
+        started = self.clock()
+        try:
+            parameters = await asyncio.to_thread(self._aggregate_sync, action, notes)
+        except PollenError as exc:
+            log.error("aggregation of round %d failed: %s", action.round, exc)
+            return self.engine.aggregation_failed(str(exc))
+        notes.history[f"{action.kind.value}_aggregation_s"] = round(self.clock() - started, 3)
+        return self.engine.aggregated(self.clock(), parameters=parameters)
+
+    def _aggregate_sync(
+        self, action: AggregatePhase, notes: _RoundNotes
+    ) -> tuple[EncodedTensor, ...] | None:
+        kind = action.kind
+        if kind is PhaseKind.INITIALIZE:
+            reply = action.results[0].reply
+            assert isinstance(reply, GetParametersReply)
+            arrays = _arrays(self.store, reply.parameters)
+            self._strategy_state = dict(self.strategy.initial_state(arrays))
+            notes.state = self._strategy_state
+            notes.history["initialized_from"] = action.results[0].node_id
+            return reply.parameters
+        if kind is PhaseKind.EVALUATE:
+            reports = []
+            for result in action.results:
+                assert isinstance(result.reply, EvaluateReply)
+                reports.append(
+                    EvaluateReport(
+                        node_id=result.node_id,
+                        loss=result.reply.loss,
+                        num_examples=result.reply.num_examples,
+                        metrics=result.reply.metrics,
+                    )
+                )
+            loss, metrics = aggregate_evaluate(reports, action.failures)
+            notes.metrics["eval_loss"] = loss
+            notes.metrics.update({f"eval_{k}": v for k, v in metrics.items()})
+            return None
+        if kind is PhaseKind.QUERY:
+            answers = []
+            for result in action.results:
+                assert isinstance(result.reply, QueryReply)
+                answers.append(
+                    QueryAnswer(
+                        node_id=result.node_id,
+                        metrics=result.reply.metrics,
+                        tensors=tuple(_arrays(self.store, result.reply.tensors)),
+                        num_examples=result.reply.num_examples,
+                    )
+                )
+            outcome = reduce_answers(answers, self.config.query.reduce, self.config.query.tensors)
+            notes.metrics.update(outcome.metrics)
+            notes.output = tuple(
+                r.to_encoded()
+                for r in self.store.put_tensors([encode_tensor(t) for t in outcome.tensors])
+            )
+            return None
+        current = self._global_arrays()
+
+        def updates() -> Iterator[FitUpdate]:
+            # One update in memory at a time, in the engine's fixed (node) order.
+            for result in action.results:
+                reply = result.reply
+                assert isinstance(reply, FitReply)
+                yield FitUpdate(
+                    node_id=result.node_id,
+                    parameters=tuple(_arrays(self.store, reply.parameters)),
+                    num_examples=reply.num_examples,
+                    metrics=reply.metrics,
+                )
+
+        aggregate = self.strategy.aggregate_fit(
+            round=action.round,
+            parameters=current,
+            updates=updates(),
+            failures=action.failures,
+            state=self._strategy_state,
+        )
+        notes.metrics.update({f"fit_{k}": v for k, v in aggregate.metrics.items()})
+        notes.state = dict(aggregate.state)
+        records = self.store.put_tensors(
+            [encode_tensor(np.ascontiguousarray(a)) for a in aggregate.parameters]
+        )
+        if self.central_evaluation is not None:
+            loss, central = self.central_evaluation(action.round, list(aggregate.parameters))
+            notes.metrics["central_loss"] = float(loss)
+            notes.metrics.update({f"central_{k}": v for k, v in central.items()})
+        return tuple(r.to_encoded() for r in records)
+
+    def _put_state(self, state: Mapping[str, np.ndarray]) -> dict[str, TensorRecord]:
+        names = sorted(state)
+        records = self.store.put_tensors(
+            [encode_tensor(np.ascontiguousarray(state[n])) for n in names]
+        )
+        return dict(zip(names, records, strict=True))
+
+    async def _commit(self, action: CommitRound) -> list[Action]:
+        notes = self._notes or _RoundNotes(started=self.clock())
+        if notes.state is not None:
+            self._strategy_state = notes.state
+        state = await asyncio.to_thread(self._put_state, self._strategy_state)
+        outputs = notes.output if self.config.plan().analytics else self.engine.parameters
+        record = RoundRecord(
+            run_id=self.config.run.id,
+            round=action.round,
+            parameters=tuple(_record(t) for t in outputs or ()),
+            strategy_state=state,
+            metrics=dict(notes.metrics),
+            history=dict(
+                notes.history,
+                duration_s=round(self.clock() - (notes.phase_started or notes.started), 3),
+            ),
+            committed_at=time.time(),
+        )
+        crash_point("before_commit")
+        await asyncio.to_thread(self.store.state.commit_round, record)
+        self._log_round(record)
+        self._notes = _RoundNotes(started=self.clock())
+        return self.engine.committed(self.clock())
+
+    def _log_round(self, record: RoundRecord) -> None:
+        parts = [f"round {record.round}/{self.config.run.rounds}"]
+        for key, value in record.history.items():
+            if isinstance(value, dict) and "accepted" in value:
+                failures = (
+                    ", ".join(f"{n} {k}" for k, n in value["failures"].items()) or "no failures"
+                )
+                phase = key.split("_attempt")[0]
+                parts.append(
+                    f"{phase}: {value['accepted']} accepted, {failures} "
+                    f"({value['duration_s']:.2f} s)"
+                )
+        # Zero failure counts are noise in a log line (they stay in the record).
+        shown = {
+            k: v
+            for k, v in record.metrics.items()
+            if not (k.startswith("fit_num_failures") and v == 0)
+        }
+        metrics = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(shown.items())
+            if not isinstance(v, bytes)
+        )
+        parts.append(f"round took {record.history.get('duration_s', 0):.2f} s")
+        if metrics:
+            parts.append(metrics)
+        log.info(" | ".join(parts))
+
+
+def _npz_order(name: str) -> tuple[int, str]:
+    # np.savez names positional arrays arr_0, arr_1, ...; keep their numeric order.
+    prefix, _, number = name.rpartition("_")
+    return (int(number), name) if prefix == "arr" and number.isdigit() else (1 << 30, name)
