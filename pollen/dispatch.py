@@ -206,6 +206,9 @@ def decode_instruction(instruction: Instruction, terms: SessionTerms) -> Decoded
             dtypes=terms.dtypes,
             field=path,
         )
+        # Applications own their inputs: hand them writable arrays, not read-only views of
+        # the received payloads (one copy per task, small next to the transfer itself).
+        arrays = [a if a.flags.writeable else a.copy() for a in arrays]
     config: Values = dict(getattr(instruction, "config", {}))
     return DecodedInstruction(instruction=instruction, tensors=tuple(arrays), config=config)
 

@@ -13,11 +13,12 @@ from types import FrameType
 from reference_client.app import AppLoadError, load_app
 from reference_client.runner import ReferenceClient
 
+PROG = "python -m reference_client"
 EXAMPLES = """\
 examples:
-  python -m reference_client --app my_app:make_client --server fl.example.org:443 \\
+  {prog} --app my_app:make_client --server fl.example.org:443 \\
       --root-cert ca.pem --node-id-file ~/.pollen/node-id
-  python -m reference_client --app ./client.py:MyClient --server 127.0.0.1:8080 --insecure
+  {prog} --app ./client.py:MyClient --server 127.0.0.1:8080 --insecure
 
 The client runs until the server sends a shutdown instruction (exit status 0), until it
 receives SIGTERM or SIGINT (it leaves its session, exit status 0), or until an error it
@@ -25,11 +26,11 @@ cannot recover from (exit status 1). Bad arguments exit with status 2.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m reference_client",
+        prog=prog,
         description="Run a pollen.Client application as a node of a Pollen federation.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES.format(prog=prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -82,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """Run the client CLI; `prog` names the command in messages (`pollen client`)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level,

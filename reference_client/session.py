@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pollen._generated.pollen.v1 import federation_service_pb2
 from pollen.client import Client
@@ -35,7 +35,6 @@ from pollen.dispatch import (
 )
 from pollen.errors import AppError, ErrorCode, PollenError, Retry
 from pollen.handshake import CHUNK_OVERHEAD_BYTES, FEATURE_QUERY, RAW_CODEC, Capabilities
-from pollen.limits import Limits
 from pollen.messages import (
     HandshakeRequest,
     HandshakeResponse,
@@ -59,14 +58,12 @@ from reference_client.config import ClientOptions
 from reference_client.errors import CallError, ConnectionLost, Fatal, Stopped
 from reference_client.heartbeat import Heartbeater
 from reference_client.results import PendingResult, assign_blobs, plan_blobs, submit_request
-from reference_client.transport import Security, Transport
+from reference_client.transport import DEFAULT_MESSAGE_BYTES, Security, Transport
 from reference_client.worker import AppWorker
 
 log = logging.getLogger("reference_client")
-_T = TypeVar("_T")
 
 LeaveReason = federation_service_pb2.LeaveReason
-_DEFAULT_MESSAGE_BYTES = Limits().max_message_bytes
 
 
 class _SessionLost(Exception):
@@ -215,7 +212,7 @@ class Session:
         self.sleep(self._take_delay())
         # A new connection for every connection attempt (PLN-RTY-011); before a session,
         # nothing larger than the default message size is sent (PLN-TRN-019).
-        self.transport.connect(send_limit=_DEFAULT_MESSAGE_BYTES)
+        self.transport.connect(send_limit=DEFAULT_MESSAGE_BYTES)
         self.event("connect")
 
     def _handshaking(self) -> None:
@@ -632,9 +629,13 @@ class Session:
     def _flush_pending(self) -> None:
         """Submit a held result once, quickly, before leaving (PLN-SES-017)."""
         pending = self.pending
-        if pending is None or self.session is None or pending.blobs is None:
+        if pending is None or self.session is None:
             return
-        if not all(self.sender.is_complete(ref) for ref in pending.blobs.values()):
+        # Only a result that needs no more uploads can be submitted quickly.
+        if pending.blobs is None:
+            if reply_tensors(pending.reply)[1]:
+                return
+        elif not all(self.sender.is_complete(ref) for ref in pending.blobs.values()):
             return
         request = submit_request(pending, self.session.session_id)
         try:

@@ -10,7 +10,6 @@ set, so that a client stops at once even in the middle of a long poll.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,8 +33,8 @@ from reference_client.backoff import RetryPolicy
 from reference_client.config import ClientOptions
 from reference_client.errors import CallError, Stopped
 
-log = logging.getLogger(__name__)
-
+#: The default max_message_bytes of the spec (chapter 13).
+DEFAULT_MESSAGE_BYTES = 4 * 1024 * 1024
 #: gRPC takes message sizes as a C int.
 _GRPC_SIZE_MAX = (1 << 31) - 1
 
@@ -209,7 +208,8 @@ class Transport:
         self.disconnect()
         opts = channel_options(
             send_limit=send_limit,
-            receive_limit=self.options.limits.max_message_bytes,
+            # At least the default before a session exists (PLN-TRN-018, PLN-TRN-019).
+            receive_limit=max(self.options.limits.max_message_bytes, DEFAULT_MESSAGE_BYTES),
             options=self.options,
             policy=self.policy,
         )

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import numpy as np
@@ -28,6 +28,7 @@ from pollen._generated.pollen.v1 import (
     version_pb2,
 )
 from pollen.blob import BlobAssembler, blob_ref
+from pollen.client import Client
 from pollen.errors import (
     BlobDigestMismatch,
     BlobNotFound,
@@ -47,6 +48,7 @@ from pollen.messages import (
 from pollen.services import BLOB, ERROR_TRAILER, FEDERATION, Method
 from pollen.tensors import EncodedTensor, decode_tensors, encode_tensor
 from pollen.wire import error_to_proto, result_from_proto, task_to_proto
+from reference_client import ReferenceClient
 from reference_client.backoff import RetryPolicy
 
 #: A retry policy shrunk for tests (it breaks PLN-RTY-007's floor on purpose).
@@ -100,6 +102,7 @@ class Settings:
 class FakeServer:
     settings: Settings = field(default_factory=Settings)
     credentials: grpc.ServerCredentials | None = None
+    port: int = 0
 
     def __post_init__(self) -> None:
         self.calls: list[Call] = []
@@ -138,7 +141,7 @@ class FakeServer:
                     )
                 ]
             )
-        address = "127.0.0.1:0"
+        address = f"127.0.0.1:{self.port}"
         if self.credentials is None:
             self.port = self._server.add_insecure_port(address)
         else:
@@ -184,7 +187,9 @@ class FakeServer:
             return list(self.calls)
 
     def wait_calls(self, method: str, count: int = 1, *, timeout: float = 10.0) -> list[Call]:
-        self.wait_for(lambda calls: sum(c.method == method for c in calls) >= count, timeout=timeout)
+        self.wait_for(
+            lambda calls: sum(c.method == method for c in calls) >= count, timeout=timeout
+        )
         return self.calls_of(method)
 
     def methods(self) -> list[str]:
@@ -201,7 +206,7 @@ class FakeServer:
             )
             self._cond.notify_all()
             queue = self._failures.get(method)
-            injected = queue[0] if queue else None
+            injected: _Injected | None = queue[0] if queue else None
             if injected is not None:
                 if injected.after > 0:
                     injected.after -= 1
@@ -333,7 +338,7 @@ def _handler(method: Method, behavior: Callable[..., Any]) -> grpc.RpcMethodHand
     )
 
 
-def abort(context: grpc.ServicerContext, error: Failure) -> None:
+def abort(context: grpc.ServicerContext, error: Failure) -> NoReturn:
     """End the call with a typed error (and its trailer) or a bare status."""
     if isinstance(error, PollenError):
         context.set_trailing_metadata(((ERROR_TRAILER, error_to_proto(error).SerializeToString()),))
@@ -377,7 +382,9 @@ def fit_task(
 
 
 def task(task_id: str, instruction: Instruction, *, deadline_ms: int = 0) -> Task:
-    return Task(task_id=task_id, instruction=instruction, run_id="run-1", round=1, deadline_ms=deadline_ms)
+    return Task(
+        task_id=task_id, instruction=instruction, run_id="run-1", round=1, deadline_ms=deadline_ms
+    )
 
 
 def shutdown(task_id: str = "bye") -> Task:
@@ -399,3 +406,28 @@ def result_arrays(server: FakeServer, task_id: str) -> list[npt.NDArray[Any]]:
         for t in _result_tensors(server.results[task_id])
     ]
     return [np.asarray(a) for a in decode_tensors(tensors)]
+
+
+class Running:
+    """A reference client running `client` on a thread against a server."""
+
+    def __init__(self, client: Client, address: str, **kwargs: Any) -> None:
+        kwargs.setdefault("node_id", "node-1")
+        kwargs.setdefault("retry", FAST)
+        if not any(k in kwargs for k in ("root_cert", "client_cert")):
+            kwargs.setdefault("insecure", True)
+        self.stop = threading.Event()
+        self.runner = ReferenceClient(client, server=address, stop=self.stop, **kwargs)
+        self.status: int | None = None
+        self.thread = threading.Thread(target=self._run, name="client-under-test", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.status = self.runner.run()
+
+    def join(self, timeout: float = 10.0) -> int:
+        """The exit status, once the client returned (AssertionError if it does not)."""
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the client is still running"
+        assert self.status is not None
+        return self.status
