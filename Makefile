@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUF := $(VENV)/bin/buf
 STAMP := $(VENV)/.installed-stamp
-PY_SOURCES := pollen conformance scripts tests bench
+PY_SOURCES := pollen pollen_cli reference_server reference_client conformance scripts tests bench examples
 
 .PHONY: help install lint format typecheck proto-lint proto-breaking generate check-generated pytest test bench clean
 

@@ -293,7 +293,7 @@ def test_apps_receive_writable_arrays() -> None:
     class InPlace(Client):
         def fit(self, parameters: Sequence[npt.NDArray[Any]], config: Config) -> FitResult:
             for array in parameters:
-                array += 1  # the usual in-place update of a training loop
+                np.add(array, 1, out=array)  # the usual in-place update of a training loop
             return FitResult(parameters=parameters, num_examples=1)
 
     reply = run_instruction(InPlace(), _fit(np.zeros(3, dtype=np.float32)), TERMS)
