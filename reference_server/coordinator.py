@@ -696,11 +696,7 @@ class Coordinator:
                     f"({value['duration_s']:.2f} s)"
                 )
         # Zero failure counts are noise in a log line (they stay in the record).
-        shown = {
-            k: v
-            for k, v in record.metrics.items()
-            if not (k.startswith("fit_num_failures") and v == 0)
-        }
+        shown = {k: v for k, v in record.metrics.items() if not ("num_failures" in k and v == 0)}
         metrics = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in sorted(shown.items())

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests.reference_client.apps import Trainer
-from tests.reference_client.certs import Authority
 from tests.reference_client.fakeserver import FakeServer, Running, fit_task, shutdown
+from tests.support.certs import Authority
 
 
 @pytest.fixture(scope="module")
