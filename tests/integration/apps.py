@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pollen.client import Client, EvaluateResult, FitResult
+from pollen.client import Client, EvaluateResult, FitResult, QueryResult
 from pollen.values import Config
 
 TRUE_WEIGHTS = np.array([2.0, -1.0, 0.5], dtype=np.float64)
@@ -63,3 +63,41 @@ def make_client() -> Client:
     # The node id is on the command line; the data only has to differ between nodes.
     node = os.environ.get("POLLEN_TEST_NODE", "") or str(os.getpid())
     return LinearRegression(node, os.environ.get("POLLEN_TEST_APP_MODE", ""))
+
+
+class AddOne(Client):
+    """Returns the model plus one: the aggregate after n rounds is exactly initial + n."""
+
+    def fit(self, parameters: Sequence[np.ndarray], config: Config) -> FitResult:
+        return FitResult(parameters=[p + 1 for p in parameters], num_examples=1)
+
+
+def make_add_one() -> Client:
+    return AddOne()
+
+
+class Census(Client):
+    """Answers analytics queries about a node's (synthetic) people, never the rows."""
+
+    def __init__(self, node_id: str) -> None:
+        seed = int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:8], "little")
+        self.ages = np.random.default_rng(seed).integers(18, 90, size=40)
+
+    def query(self, config: Config, inputs: Sequence[np.ndarray]) -> QueryResult:
+        counts, _ = np.histogram(self.ages, bins=np.array([0, 30, 50, 70, 120]))
+        return QueryResult(
+            metrics={"count": len(self.ages), "mean_age": float(self.ages.mean()),
+                     "oldest": int(self.ages.max())},
+            tensors=[counts.astype(np.int64)],
+            num_examples=len(self.ages),
+        )  # fmt: skip
+
+
+def make_census() -> Client:
+    return Census(os.environ.get("POLLEN_TEST_NODE", ""))
+
+
+def central_evaluation(round: int, arrays: list[np.ndarray]) -> tuple[float, dict[str, float]]:
+    """Server-side evaluation hook: the distance of the weights to the true ones."""
+    distance = float(np.linalg.norm(arrays[0].astype(np.float64) - TRUE_WEIGHTS))
+    return distance, {"distance": distance}
