@@ -420,8 +420,14 @@ class Coordinator:
         elif isinstance(reply, QueryReply):
             check_examples(reply.num_examples, validation, minimum=0)
         del arrays
-        records = self.store.put_tensors(resolved)
-        return tuple(r.to_encoded() for r in records)
+        # Uploaded tensors are stored already; only inline payloads need writing.
+        stored = []
+        for original, payload_tensor in zip(tensors, resolved, strict=True):
+            if original.blob is not None:
+                stored.append(original)
+            else:
+                stored.append(self.store.put_tensors([payload_tensor])[0].to_encoded())
+        return tuple(stored)
 
     def _global_arrays(self) -> list[np.ndarray]:
         parameters = self.engine.parameters or ()
@@ -492,7 +498,7 @@ class Coordinator:
         if len(data):
             await asyncio.to_thread(upload.append, offset, data)
         if upload.committed_size == ref.size:
-            await asyncio.to_thread(upload.finish)
+            await asyncio.to_thread(upload.finish, durable=False)
             return ref.size, True
         return upload.committed_size, False
 

@@ -35,6 +35,7 @@ from reference_server.store._files import (
     STREAM_CHUNK,
     ensure_dir,
     fsync_dir,
+    fsync_file,
     hash_file,
     pread_exact,
     pwrite_all,
@@ -110,6 +111,12 @@ class BlobStore:
             raise
         fsync_dir(path.parent)
         return ref
+
+    def ensure_durable(self, ref: BlobRef) -> None:
+        """fsync a stored blob and its directory (cheap when it already is durable)."""
+        path = self._path(ref)
+        fsync_file(path)
+        fsync_dir(path.parent)
 
     def size(self, ref: BlobRef) -> int:
         """The stored size of the blob with ref's digest (it may differ from `ref.size`)."""

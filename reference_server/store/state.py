@@ -65,9 +65,11 @@ _BUSY_TIMEOUT_MS = 10_000
 
 
 class BlobPresence(Protocol):
-    """What the state store needs of a blob store: whether a blob is durably stored."""
+    """What the state store needs of a blob store: making a stored blob durable."""
 
     def has(self, ref: BlobRef) -> bool: ...
+
+    def ensure_durable(self, ref: BlobRef) -> None: ...
 
 
 class StateStore:
@@ -296,6 +298,9 @@ class StateStore:
                     "put every blob before committing the round that names it",
                     field=field,
                 )
+            # Uploads are stored without fsync (an uncommitted round is redone after a
+            # crash anyway); a blob becomes durable when a commit first names it.
+            self._blobs.ensure_durable(tensor.blob)
 
     def last_round(self, run_id: str) -> RoundRecord | None:
         """The run's last committed round (round 0 if only that), or None."""

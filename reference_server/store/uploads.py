@@ -85,8 +85,12 @@ class Upload:
                 os.close(fd)
             return ChunkOutcome.APPENDED
 
-    def finish(self) -> BlobRef:
+    def finish(self, *, durable: bool = True) -> BlobRef:
         """Verify the whole upload and move it into the store; the ref of the stored blob.
+
+        With `durable=False` the blob is not fsynced: a server stores client updates that
+        way, because an uncommitted round is redone after a crash and a commit makes the
+        blobs it names durable (`StateStore.commit_round`).
 
         On a digest mismatch the part is deleted, so the committed size is back to 0, and
         BlobDigestMismatch is raised (PLN-BLB-019).
@@ -115,9 +119,11 @@ class Upload:
                     "the upload starts again from offset 0",
                     field="sha256",
                 )
-            # The bytes must be on disk before the rename makes them a complete blob.
-            fsync_file(self._part)
+            if durable:
+                # The bytes must be on disk before the rename makes them a complete blob.
+                fsync_file(self._part)
             ensure_dir(self._final.parent)
             os.replace(self._part, self._final)
-            fsync_dir(self._final.parent)
+            if durable:
+                fsync_dir(self._final.parent)
             return self.ref

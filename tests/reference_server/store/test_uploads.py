@@ -9,13 +9,14 @@ import os
 import random
 import threading
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pollen.blob import BlobAssembler, BlobRef, ChunkOutcome, blob_ref
+from pollen.dtypes import Dtype
 from pollen.errors import (
     BlobDigestMismatch,
     BlobIncomplete,
@@ -249,3 +250,39 @@ def test_a_chunk_that_fails_midway_is_not_committed(
     monkeypatch.undo()
     assert upload.append(100, DATA[100:]) is ChunkOutcome.APPENDED
     assert upload.finish() == blob_ref(DATA)
+
+
+def test_non_durable_uploads_become_durable_when_a_commit_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from reference_server.store import Store, _files, blobs, uploads
+    from reference_server.store.records import RoundRecord, TensorRecord
+
+    store = Store(tmp_path / "state")
+    ref = blob_ref(DATA)
+    synced: list[str] = []
+
+    def recording(real: Callable[[Path], None]) -> Callable[[Path], None]:
+        def fsync_file(path: Path) -> None:
+            synced.append(Path(path).name)
+            real(path)
+
+        return fsync_file
+
+    real = _files.fsync_file
+    monkeypatch.setattr(uploads, "fsync_file", recording(real))
+    monkeypatch.setattr(blobs, "fsync_file", recording(real))
+    upload = store.blobs.upload("node", ref, max_blob_bytes=LIMIT)
+    upload.append(0, DATA)
+    assert upload.finish(durable=False) == ref
+    assert synced == [], "a client's update is not fsynced on arrival"
+    assert store.blobs.has(ref)
+    store.state.begin_run("run", "digest", time.time())
+    tensor = TensorRecord(dtype=Dtype.UINT8, shape=(len(DATA),), codec="raw", blob=ref)
+    store.state.commit_round(
+        RoundRecord(run_id="run", round=1, parameters=(tensor,), committed_at=time.time())
+    )
+    assert synced == [ref.hex], "the commit makes the blob it names durable first"
+    store.close()

@@ -1,0 +1,1 @@
+"""Flower app of Pollen's deployment benchmark (SuperLink + SuperNodes path)."""
