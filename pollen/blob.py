@@ -175,8 +175,14 @@ class BlobAssembler:
         self._committed = end
         return ChunkOutcome.APPENDED
 
-    def finish(self) -> memoryview:
-        """The whole blob, once every byte is held and the digest matches."""
+    def finish(self, *, writable: bool = False) -> memoryview:
+        """The whole blob, once every byte is held and the digest matches.
+
+        With `writable`, a blob assembled from several chunks comes back writable: the
+        caller takes over the assembler's buffer (an application can then own arrays
+        decoded from it without a copy). A blob that arrived whole is a view of that
+        chunk and stays read-only.
+        """
         if not self.complete:
             raise BlobIncomplete(
                 f"blob {self.ref.hex} holds {self._committed} of {self.ref.size} bytes"
@@ -189,4 +195,5 @@ class BlobAssembler:
             return self._whole.toreadonly()
         if self._buffer is None:  # the empty blob
             return memoryview(b"")
-        return memoryview(self._buffer.data).toreadonly()
+        whole = memoryview(self._buffer.data)
+        return whole if writable else whole.toreadonly()

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 COMMANDS = {
     "server": ("reference_server.cli", "run a federated training or analytics job"),
     "client": ("reference_client.cli", "run a client application against a server"),
+    "conformance": ("conformance.cli", "check a client, server or codec against protocol v1"),
+    "simulate": (
+        "reference_server.simulation.cli",
+        "simulate many clients on one machine (or Ray)",
+    ),
 }
+
+# Optional packages some commands import, and the extra that installs each.
+EXTRAS = {"yaml": "conformance", "cryptography": "conformance"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,5 +40,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(args[:1] or ["--help"])
         return 2
     module_name = COMMANDS[args[0]][0]
-    module = __import__(module_name, fromlist=["main"])
+    try:
+        module = __import__(module_name, fromlist=["main"])
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(exc.name or "")
+        if extra is None:
+            raise
+        print(
+            f"pollen {args[0]}: needs {exc.name}: pip install 'pollen-fl[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     return int(module.main(args[1:], prog=f"pollen {args[0]}"))

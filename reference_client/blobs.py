@@ -77,7 +77,8 @@ class BlobFetcher:
             try:
                 if not assembler.complete:
                     self._stream(session_id, ref, assembler, progress)
-                data = assembler.finish()
+                # Nothing else holds the buffer once the assembler is dropped below.
+                data = assembler.finish(writable=True)
             except CallError as err:
                 retry(err)
                 continue

@@ -52,8 +52,10 @@ class ClientOptions:
     keepalive_timeout_ms: int = 20_000
     #: Downloads or uploads of one blob that end in a digest mismatch before giving up.
     blob_attempts: int = 3
-    #: Results of recently answered tasks kept to answer a redelivery (PLN-TSK-015).
-    kept_results: int = 4
+    #: Results of recently answered tasks kept to answer a redelivery (PLN-TSK-015). A
+    #: task is handed out again only around a lost acknowledgement, so the last answer is
+    #: the one that can be asked for again; each kept result holds a whole update.
+    kept_results: int = 1
 
     def __post_init__(self) -> None:
         if RAW_CODEC not in self.codecs:

@@ -42,8 +42,13 @@ class ServerSection:
     tls_cert: str = _help("PEM certificate chain of the server (required unless insecure)", "")
     tls_key: str = _help("PEM private key of the server (required unless insecure)", "")
     client_ca: str = _help("PEM CA bundle; when set, clients must present a certificate", "")
-    max_message_bytes: int = _help("largest gRPC message accepted and sent", 16 * 1024 * 1024)
-    chunk_size_bytes: int = _help("blob chunk size offered to clients", 4 * 1024 * 1024)
+    max_message_bytes: int = _help(
+        "largest message of a session; larger payloads travel as chunked blobs",
+        2 * 1024 * 1024,
+    )
+    chunk_size_bytes: int = _help(
+        "blob chunk size; memory in flight grows with clients x chunk", 1024 * 1024
+    )
     inline_limit_bytes: int = _help("tensors larger than this are sent as blobs", 64 * 1024)
     heartbeat_interval_s: float = _help("interval at which working clients report liveness", 15.0)
     session_timeout_s: float = _help("silence after which a client is dropped", 60.0)

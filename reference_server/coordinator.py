@@ -17,10 +17,10 @@ import contextlib
 import dataclasses
 import importlib
 import logging
-import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +29,13 @@ import numpy as np
 from pollen.blob import BlobRef
 from pollen.dtypes import Dtype
 from pollen.errors import (
+    BlobDigestMismatch,
     BlobIncomplete,
     BlobNotFound,
     InvalidArgument,
+    LimitExceeded,
     PollenError,
+    ResultMismatch,
     SessionUnknown,
     UpdateRejected,
 )
@@ -47,7 +50,6 @@ from pollen.handshake import (
 from pollen.limits import Limits
 from pollen.messages import (
     EvaluateInstruction,
-    EvaluateReply,
     FailureReply,
     FitInstruction,
     FitReply,
@@ -62,8 +64,8 @@ from pollen.messages import (
 from pollen.tensors import EncodedTensor, check_tensor, decode_tensor, encode_tensor
 from pollen.values import ConfigValue
 from pollen.version import PROTOCOL_VERSION
-from reference_server.analytics import QueryAnswer, reduce_answers
 from reference_server.config import Config
+from reference_server.downloads import DownloadFrames
 from reference_server.engine import (
     AcceptedResult,
     Action,
@@ -76,20 +78,17 @@ from reference_server.engine import (
     TasksReady,
 )
 from reference_server.faults import crash_point
+from reference_server.memory import release_free_memory
+from reference_server.reduction import CentralEvaluation, check_reply, reduce_phase
 from reference_server.store import Store
 from reference_server.store.records import RoundRecord, TensorRecord
 from reference_server.strategies.base import (
-    EvaluateReport,
-    FitUpdate,
     Strategy,
-    aggregate_evaluate,
 )
-from reference_server.validation import check_examples, check_metrics, validate_parameters
 
 log = logging.getLogger("pollen.server")
 
 AGENT = "pollen-reference-server/0.1.0"
-CentralEvaluation = Callable[[int, list[np.ndarray]], tuple[float, dict[str, ConfigValue]]]
 
 
 def load_callable(spec: str) -> CentralEvaluation:
@@ -170,8 +169,13 @@ class Coordinator:
         self._engine: Engine | None = None
         self._strategy_state: dict[str, np.ndarray] = {}
         self._global_cache: tuple[tuple[EncodedTensor, ...], list[np.ndarray]] | None = None
+        self._downloads = DownloadFrames(store.blobs.read)
         self._notes: _RoundNotes | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
+        # Results are checked two at a time: each check maps a whole update, so an
+        # unbounded number of concurrent checks would make memory grow with the clients.
+        self._checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollen-check")
         self.finished = asyncio.Event()
         self.ended: RunEnded | None = None
 
@@ -206,7 +210,13 @@ class Coordinator:
             return
         finished = run.status != "running"
         self._engine = Engine(
-            plan, now=now, next_round=next_round, parameters=parameters, finished=finished
+            plan,
+            now=now,
+            next_round=next_round,
+            parameters=parameters,
+            finished=finished,
+            fit_config=self.strategy.fit_config,
+            epoch=secrets.token_hex(4),
         )
         if self._engine.ended is not None:
             self.ended = self._engine.ended
@@ -234,8 +244,12 @@ class Coordinator:
 
     async def close(self) -> None:
         if self._ticker is not None:
+            # The flag ends the loop even when Python 3.11's wait_for swallows the cancel
+            # (its inner wait finished in the same loop iteration), which hung close().
+            self._closing = True
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
+        self._checks.shutdown(wait=True, cancel_futures=True)
         for event in self._wakeups.values():
             event.set()
 
@@ -259,6 +273,9 @@ class Coordinator:
         old = self._node_session.pop(node_id, None)
         if old is not None:
             self.sessions.pop(old, None)  # a new session of the node replaces the old one
+            # Wake a PollTask held by the old session: it ends with SESSION_UNKNOWN (PLN-HS-032).
+            if (held := self._wakeups.get(node_id)) is not None:
+                held.set()
         session_id = secrets.token_hex(16)
         now = self.clock()
         self.sessions[session_id] = Session(
@@ -296,8 +313,8 @@ class Coordinator:
         await self._run(self.engine.disconnect(session.node_id, self.clock(), reason=reason))
 
     def heartbeat(self, session_id: str, task_id: str) -> bool:
-        self._session(session_id)
-        return not task_id or self.engine.is_open(task_id)
+        session = self._session(session_id)
+        return self.engine.is_open(task_id, session.node_id)
 
     # --- tasks -------------------------------------------------------------------------
 
@@ -346,7 +363,13 @@ class Coordinator:
     async def submit(self, session_id: str, result: TaskResult) -> bool:
         """Accept a result; returns True when it was a duplicate. Raises the typed error."""
         session = self._session(session_id)
-        if not self.engine.check_result(session.node_id, result):
+        try:
+            fresh = self.engine.check_result(session.node_id, result)
+        except ResultMismatch as exc:
+            # The task closes as rejected (PLN-TSK-028, step 7); a no-op when it was closed.
+            await self._run(self.engine.reject(result.task_id, exc, self.clock()))
+            raise
+        if not fresh:
             return True
         try:
             accepted = await self._store_result(session, result)
@@ -359,7 +382,7 @@ class Coordinator:
             # A malformed tensor is as bad as a malformed update: the task is rejected.
             await self._run(self.engine.reject(result.task_id, exc, self.clock()))
             raise
-        if self.engine.is_open(result.task_id):
+        if self.engine.is_open(result.task_id, session.node_id):
             crash_point("result_accepted")
         await self._run(self.engine.accept(accepted, self.clock()))
         return False
@@ -375,7 +398,9 @@ class Coordinator:
             tensors = reply.parameters
         elif isinstance(reply, QueryReply):
             tensors = reply.tensors
-        stored = await asyncio.to_thread(self._validate_and_store, reply, tensors, caps)
+        stored = await asyncio.get_running_loop().run_in_executor(
+            self._checks, self._validate_and_store, reply, tensors, caps
+        )
         if isinstance(reply, FitReply | GetParametersReply):
             reply = dataclasses.replace(reply, parameters=stored)
         elif isinstance(reply, QueryReply):
@@ -391,8 +416,9 @@ class Coordinator:
         if len(tensors) > self.limits.max_tensors:
             raise UpdateRejected(f"{len(tensors)} tensors exceed max_tensors", field=field_name)
         resolved = []
+        member = "tensors" if isinstance(reply, QueryReply) else "parameters"
         for i, tensor in enumerate(tensors):
-            where = f"{field_name}.tensors[{i}]"
+            where = f"{field_name}.{member}[{i}]"
             check_tensor(
                 tensor, limits=self.limits, codecs=caps.codecs, dtypes=caps.dtypes, field=where
             )
@@ -400,25 +426,19 @@ class Coordinator:
                 resolved.append(tensor)
                 continue
             if not self.store.blobs.has(tensor.blob):
+                if self.store.blobs.stored_size(tensor.blob) is not None:
+                    # Held under this digest with another size (PLN-BLB-025).
+                    raise BlobDigestMismatch(
+                        f"blob {tensor.blob.hex} has another size", field=where
+                    )
                 raise BlobIncomplete(f"blob {tensor.blob.hex} is not uploaded", field=where)
             payload = self.store.blobs.read(tensor.blob)
             resolved.append(dataclasses.replace(tensor, payload=payload, blob=None))
         arrays = [
-            decode_tensor(t, limits=self.limits, field=f"{field_name}.tensors[{i}]")
+            decode_tensor(t, limits=self.limits, field=f"{field_name}.{member}[{i}]")
             for i, t in enumerate(resolved)
         ]
-        if isinstance(reply, FitReply):
-            check_examples(reply.num_examples, validation)
-            check_metrics(reply.metrics, field="result.fit.metrics")
-            reference = self._global_arrays()
-            validate_parameters(arrays, reference, validation, field="result.fit.parameters")
-        elif isinstance(reply, EvaluateReply):
-            check_examples(reply.num_examples, validation)
-            if not math.isfinite(reply.loss):
-                raise UpdateRejected(f"loss is {reply.loss}", field="result.evaluate.loss")
-            check_metrics(reply.metrics, field="result.evaluate.metrics")
-        elif isinstance(reply, QueryReply):
-            check_examples(reply.num_examples, validation, minimum=0)
+        check_reply(reply, arrays, reference=self._global_arrays, validation=validation)
         del arrays
         # Uploaded tensors are stored already; only inline payloads need writing.
         stored = []
@@ -439,10 +459,8 @@ class Coordinator:
 
     # --- blobs -------------------------------------------------------------------------
 
-    def download(
-        self, session_id: str, sha256: bytes, offset: int
-    ) -> Iterator[tuple[int, bytes, int]]:
-        """The chunks of a blob from `offset`, as (offset, data, total size)."""
+    def download(self, session_id: str, sha256: bytes, offset: int) -> Iterator[bytes]:
+        """The blob from `offset` as serialized DownloadBlobResponse messages."""
         session = self._session(session_id)
         ref = BlobRef(sha256=sha256, size=0)
         try:
@@ -462,20 +480,10 @@ class Coordinator:
             client=session.capabilities.limits,
             server=self.limits,
         )
-
-        def chunks() -> Iterator[tuple[int, bytes, int]]:
-            position = offset
-            if position == stored.size:
-                yield position, b"", stored.size
-                return
-            while position < stored.size:
-                data = self.store.blobs.read_range(
-                    stored, position, min(chunk, stored.size - position)
-                )
-                yield position, data, stored.size
-                position += len(data)
-
-        return chunks()
+        self._downloads.retain(
+            {t.blob.sha256 for t in self.engine.parameters or () if t.blob is not None}
+        )
+        return self._downloads.stream(stored, chunk, offset)
 
     def _known_blob(self, sha256: bytes) -> BlobRef | None:
         for tensor in self.engine.parameters or ():
@@ -488,13 +496,20 @@ class Coordinator:
     ) -> tuple[int, bool]:
         session = self._session(session_id)
         ref.check()
+        # The checks of PLN-BLB-016, in its order; steps 3 and 6 are the store's.
+        if ref.size > self.limits.max_blob_bytes:
+            raise LimitExceeded(
+                f"blob of {ref.size} bytes exceeds max_blob_bytes", field="total_size"
+            )
+        if len(data) > self.config.server.chunk_size_bytes:
+            raise LimitExceeded("chunk larger than chunk_size_bytes", field="data")
+        if offset + len(data) > ref.size:
+            raise InvalidArgument("the chunk ends past total_size", field="offset")
         upload = self.store.blobs.upload(
             session.node_id, ref, max_blob_bytes=self.limits.max_blob_bytes
         )
         if upload.complete:
             return ref.size, True
-        if len(data) > self.config.server.chunk_size_bytes:
-            raise InvalidArgument("chunk larger than chunk_size_bytes", field="data")
         if len(data):
             await asyncio.to_thread(upload.append, offset, data)
         if upload.committed_size == ref.size:
@@ -505,7 +520,7 @@ class Coordinator:
     # --- engine actions ----------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
-        while True:
+        while not self._closing:
             now = self.clock()
             await self._run(self.engine.tick(now))
             await self._expire_sessions(now)
@@ -571,6 +586,9 @@ class Coordinator:
         notes = self._notes or _RoundNotes(started=self.clock())
         self._notes = notes
         started = self.clock()
+        # The phase's transfer buffers are free now; give them back before aggregation
+        # allocates its own, so the two do not add up in the peak.
+        release_free_memory()
         try:
             parameters = await asyncio.to_thread(self._aggregate_sync, action, notes)
         except PollenError as exc:
@@ -582,80 +600,34 @@ class Coordinator:
     def _aggregate_sync(
         self, action: AggregatePhase, notes: _RoundNotes
     ) -> tuple[EncodedTensor, ...] | None:
-        kind = action.kind
-        if kind is PhaseKind.INITIALIZE:
+        reduced = reduce_phase(
+            action,
+            strategy=self.strategy,
+            state=self._strategy_state,
+            current=self._global_arrays,
+            load=lambda tensors: _arrays(self.store, tensors),
+            query_reduce=self.config.query.reduce,
+            query_tensors=self.config.query.tensors,
+            central_evaluation=self.central_evaluation,
+        )
+        notes.metrics.update(reduced.metrics)
+        notes.history.update(reduced.history)
+        if reduced.state is not None:
+            notes.state = dict(reduced.state)
+        if action.kind is PhaseKind.INITIALIZE:
+            self._strategy_state = dict(notes.state or {})
+            # The client's tensors are stored already: the model is those very blobs.
             reply = action.results[0].reply
             assert isinstance(reply, GetParametersReply)
-            arrays = _arrays(self.store, reply.parameters)
-            self._strategy_state = dict(self.strategy.initial_state(arrays))
-            notes.state = self._strategy_state
-            notes.history["initialized_from"] = action.results[0].node_id
             return reply.parameters
-        if kind is PhaseKind.EVALUATE:
-            reports = []
-            for result in action.results:
-                assert isinstance(result.reply, EvaluateReply)
-                reports.append(
-                    EvaluateReport(
-                        node_id=result.node_id,
-                        loss=result.reply.loss,
-                        num_examples=result.reply.num_examples,
-                        metrics=result.reply.metrics,
-                    )
-                )
-            loss, metrics = aggregate_evaluate(reports, action.failures)
-            notes.metrics["eval_loss"] = loss
-            notes.metrics.update({f"eval_{k}": v for k, v in metrics.items()})
-            return None
-        if kind is PhaseKind.QUERY:
-            answers = []
-            for result in action.results:
-                assert isinstance(result.reply, QueryReply)
-                answers.append(
-                    QueryAnswer(
-                        node_id=result.node_id,
-                        metrics=result.reply.metrics,
-                        tensors=tuple(_arrays(self.store, result.reply.tensors)),
-                        num_examples=result.reply.num_examples,
-                    )
-                )
-            outcome = reduce_answers(answers, self.config.query.reduce, self.config.query.tensors)
-            notes.metrics.update(outcome.metrics)
+        if reduced.outputs is not None:
             notes.output = tuple(
                 r.to_encoded()
-                for r in self.store.put_tensors([encode_tensor(t) for t in outcome.tensors])
+                for r in self.store.put_tensors([encode_tensor(t) for t in reduced.outputs])
             )
+        if reduced.parameters is None:
             return None
-        current = self._global_arrays()
-
-        def updates() -> Iterator[FitUpdate]:
-            # One update in memory at a time, in the engine's fixed (node) order.
-            for result in action.results:
-                reply = result.reply
-                assert isinstance(reply, FitReply)
-                yield FitUpdate(
-                    node_id=result.node_id,
-                    parameters=tuple(_arrays(self.store, reply.parameters)),
-                    num_examples=reply.num_examples,
-                    metrics=reply.metrics,
-                )
-
-        aggregate = self.strategy.aggregate_fit(
-            round=action.round,
-            parameters=current,
-            updates=updates(),
-            failures=action.failures,
-            state=self._strategy_state,
-        )
-        notes.metrics.update({f"fit_{k}": v for k, v in aggregate.metrics.items()})
-        notes.state = dict(aggregate.state)
-        records = self.store.put_tensors(
-            [encode_tensor(np.ascontiguousarray(a)) for a in aggregate.parameters]
-        )
-        if self.central_evaluation is not None:
-            loss, central = self.central_evaluation(action.round, list(aggregate.parameters))
-            notes.metrics["central_loss"] = float(loss)
-            notes.metrics.update({f"central_{k}": v for k, v in central.items()})
+        records = self.store.put_tensors([encode_tensor(a) for a in reduced.parameters])
         return tuple(r.to_encoded() for r in records)
 
     def _put_state(self, state: Mapping[str, np.ndarray]) -> dict[str, TensorRecord]:
@@ -687,6 +659,7 @@ class Coordinator:
         await asyncio.to_thread(self.store.state.commit_round, record)
         self._log_round(record)
         self._notes = _RoundNotes(started=self.clock())
+        release_free_memory()  # aggregation's temporaries, before the next round's transfers
         return self.engine.committed(self.clock())
 
     def _log_round(self, record: RoundRecord) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -197,6 +197,9 @@ class _Phase:
     started_at: float
     deadline: float
     task_ids: list[str]
+    #: Tasks before this index are closed (they never reopen), so the completion check
+    #: after each result resumes there instead of rescanning the phase.
+    closed_prefix: int = 0
 
 
 _OUTCOME = {
@@ -220,13 +223,22 @@ class Engine:
         next_round: int = 1,
         parameters: tuple[EncodedTensor, ...] | None = None,
         finished: bool = False,
+        fit_config: Callable[[int], Mapping[str, ConfigValue]] | None = None,
+        epoch: str = "",
     ) -> None:
         self.plan = plan
+        #: Part of every task id, different for each start of the server, so that a task
+        #: created after a restart never reuses the id of one created before (PLN-TSK-002).
+        self._epoch = f"-{epoch}" if epoch else ""
+        #: Entries the strategy adds to each round's fit instructions (FedProx's mu...).
+        self._fit_config = fit_config
         self.round = next_round
         self.parameters = parameters
         self.machine = StateMachine(SERVER_ROUND)
         self._nodes: dict[str, bool] = {}
         self._tasks: dict[str, _TaskRecord] = {}
+        # Open and recently closed task ids per node, so a poll costs O(its own tasks).
+        self._node_tasks: dict[str, list[str]] = {}
         self._shutdown_tasks: dict[str, str] = {}
         self._phase_index = 0
         self._attempt = 1
@@ -267,7 +279,12 @@ class Engine:
 
     def connect(self, node_id: str, now: float) -> list[Action]:
         """A node opened a session (a new session of a known node changes nothing)."""
-        self._nodes[node_id] = True
+        return self.connect_many((node_id,), now)
+
+    def connect_many(self, node_ids: Iterable[str], now: float) -> list[Action]:
+        """Several nodes opened sessions at once (a simulation registers its fleet so)."""
+        for node_id in node_ids:
+            self._nodes[node_id] = True
         return self.tick(now)
 
     def disconnect(self, node_id: str, now: float, *, reason: str = "") -> list[Action]:
@@ -302,9 +319,10 @@ class Engine:
             return replace(rec.task, deadline_ms=deadline_ms)
         return None
 
-    def is_open(self, task_id: str) -> bool:
+    def is_open(self, task_id: str, node_id: str) -> bool:
+        """Whether `task_id` is an open task assigned to `node_id` (PLN-SES-010)."""
         rec = self._tasks.get(task_id)
-        return rec is not None and rec.open
+        return rec is not None and rec.open and rec.node_id == node_id
 
     def check_result(self, node_id: str, result: TaskResult) -> bool:
         """Decide what a SubmitResult gets before the driver validates its content.
@@ -324,9 +342,10 @@ class Engine:
             reply = TASK.states[rec.machine.state].submit_reply
             if reply == "OK":
                 return False
-            if rec.closed_by is not None:
+            code = ErrorCode[reply or "TASK_EXPIRED"]
+            if rec.closed_by is not None and rec.closed_by.code == code:
                 raise rec.closed_by
-            raise make_error(ErrorCode[reply or "TASK_EXPIRED"], f"task is {rec.machine.state}")
+            raise make_error(code, f"task is {rec.machine.state}")
         if rec.machine.state == "created":
             raise TaskNotAssigned(
                 f"task {result.task_id!r} was never handed out", field="result.task_id"
@@ -422,18 +441,37 @@ class Engine:
     # --- internals -------------------------------------------------------------------
 
     def _open_tasks(self, node_id: str) -> list[_TaskRecord]:
-        return [r for r in self._tasks.values() if r.node_id == node_id and r.open]
+        task_ids = self._node_tasks.get(node_id)
+        if not task_ids:
+            return []
+        records = [self._tasks[t] for t in task_ids]
+        open_records = [r for r in records if r.open]
+        if len(open_records) < len(records):
+            # A closed task never reopens: forget it here (it stays in self._tasks).
+            self._node_tasks[node_id] = [r.task.task_id for r in open_records]
+        return open_records
+
+    def _add_task(self, record: _TaskRecord) -> None:
+        self._tasks[record.task.task_id] = record
+        self._node_tasks.setdefault(record.node_id, []).append(record.task.task_id)
 
     def _ensure_shutdown_task(self, node_id: str) -> None:
         if node_id in self._shutdown_tasks:
             return
-        task_id = f"{self.plan.run_id}-shutdown-{node_id}"
+        task_id = f"{self.plan.run_id}-shutdown{self._epoch}-{node_id}"
         reason = self.ended.reason if self.ended else "the run ended"
         task = Task(
             task_id=task_id, run_id=self.plan.run_id, instruction=ShutdownInstruction(reason=reason)
         )
-        self._tasks[task_id] = _TaskRecord(
-            task=task, node_id=node_id, machine=StateMachine(TASK), round=0, phase=None, attempt=1
+        self._add_task(
+            _TaskRecord(
+                task=task,
+                node_id=node_id,
+                machine=StateMachine(TASK),
+                round=0,
+                phase=None,
+                attempt=1,
+            )
         )
         self._shutdown_tasks[node_id] = task_id
 
@@ -482,6 +520,9 @@ class Engine:
     def _instruction(self, kind: PhaseKind, plan: PhasePlan) -> Instruction:
         config = {"round": self.round, **plan.config}
         if kind is PhaseKind.FIT:
+            if self._fit_config is not None:
+                # The run's own fit config wins over the strategy's defaults.
+                config = {"round": self.round, **self._fit_config(self.round), **plan.config}
             return FitInstruction(parameters=self.parameters or (), config=config)
         if kind is PhaseKind.EVALUATE:
             return EvaluateInstruction(parameters=self.parameters or (), config=config)
@@ -504,17 +545,22 @@ class Engine:
             task_ids=[],
         )
         for node_id in nodes:
-            task_id = f"{self.plan.run_id}-r{self.round}-{kind.value}-a{self._attempt}-{node_id}"
+            task_id = (
+                f"{self.plan.run_id}-r{self.round}-{kind.value}-a{self._attempt}"
+                f"{self._epoch}-{node_id}"
+            )
             task = Task(
                 task_id=task_id, run_id=self.plan.run_id, round=self.round, instruction=instruction
             )
-            self._tasks[task_id] = _TaskRecord(
-                task=task,
-                node_id=node_id,
-                machine=StateMachine(TASK),
-                round=self.round,
-                phase=kind,
-                attempt=self._attempt,
+            self._add_task(
+                _TaskRecord(
+                    task=task,
+                    node_id=node_id,
+                    machine=StateMachine(TASK),
+                    round=self.round,
+                    phase=kind,
+                    attempt=self._attempt,
+                )
             )
             phase.task_ids.append(task_id)
         self._phase = phase
@@ -545,7 +591,13 @@ class Engine:
         phase = self._phase
         if self.state != "collecting" or phase is None:
             return []
-        if any(self._tasks[t].open for t in phase.task_ids):
+        task_ids = phase.task_ids
+        while (
+            phase.closed_prefix < len(task_ids)
+            and not self._tasks[task_ids[phase.closed_prefix]].open
+        ):
+            phase.closed_prefix += 1
+        if phase.closed_prefix < len(task_ids):
             return []
         return self._end_collection(now)
 

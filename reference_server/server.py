@@ -20,9 +20,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pollen.limits import Limits
 from pollen.services import SERVICES
 from reference_server.config import Config, ConfigError
-from reference_server.coordinator import CentralEvaluation, Coordinator, load_callable
+from reference_server.coordinator import Coordinator, load_callable
+from reference_server.reduction import CentralEvaluation
 from reference_server.service import generic_handlers
 from reference_server.store import Store
 from reference_server.strategies.registry import make_strategy
@@ -32,8 +34,12 @@ log = logging.getLogger("pollen.server")
 
 def channel_options(config: Config) -> list[tuple[str, int]]:
     server = config.server
+    # Handshakes of up to the default limit must get through before any limit is
+    # negotiated (PLN-TRN-019); larger session messages get a typed LIMIT_EXCEEDED from
+    # the service instead of gRPC's bare status.
+    receive = max(server.max_message_bytes, Limits().max_message_bytes)
     return [
-        ("grpc.max_receive_message_length", server.max_message_bytes),
+        ("grpc.max_receive_message_length", receive),
         ("grpc.max_send_message_length", server.max_message_bytes),
         ("grpc.max_concurrent_streams", 100),
         ("grpc.keepalive_time_ms", int(server.keepalive_time_s * 1000)),

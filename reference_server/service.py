@@ -17,7 +17,14 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from pollen import wire
-from pollen.errors import InternalError, InvalidArgument, PollenError
+from pollen._generated.pollen.v1 import blob_service_pb2, federation_service_pb2
+from pollen.errors import (
+    InternalError,
+    InvalidArgument,
+    LimitExceeded,
+    PollenError,
+    SessionUnknown,
+)
 from pollen.messages import TaskResult
 from pollen.services import BLOB, ERROR_TRAILER, FEDERATION, Method
 from reference_server.coordinator import Coordinator
@@ -61,14 +68,37 @@ def _parser(method: Method) -> Callable[[bytes], Any]:
     return parse
 
 
+def _known_session(coordinator: Coordinator, session_id: str) -> None:
+    if session_id not in coordinator.sessions:
+        raise SessionUnknown("unknown or expired session; handshake again", field="session_id")
+
+
+def _upload_parser(coordinator: Coordinator) -> Callable[[bytes], wire.UploadChunk]:
+    """The chunk parser, which checks the blob's digest: the session goes first (PLN-BLB-016)."""
+
+    def parse(raw: bytes) -> wire.UploadChunk:
+        try:
+            return wire.upload_chunk_from_bytes(raw)
+        except PollenError:
+            _known_session(coordinator, _parser(BLOB["UploadBlob"])(raw).session_id)
+            raise
+
+    return parse
+
+
 def _guarded(
     handler: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
     parse: Callable[[bytes], Any],
+    max_bytes: int | None,
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
     # Requests arrive as bytes and are parsed here, so a malformed one gets a typed
     # INVALID_ARGUMENT instead of the bare INTERNAL a failing deserializer would cause.
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if max_bytes is not None and len(raw) > max_bytes:
+                raise LimitExceeded(
+                    f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
+                )
             return await handler(parse(raw), context)
         except PollenError as exc:
             await _abort(context, exc)
@@ -98,13 +128,14 @@ class FederationHandlers:
         return response
 
     async def SubmitResult(self, request: Any, context: Any) -> Message:  # noqa: N802
+        _known_session(self.coordinator, request.session_id)  # before the result (PLN-SES-004)
         result: TaskResult = wire.result_from_proto(request.result, limits=self.coordinator.limits)
         duplicate = await self.coordinator.submit(request.session_id, result)
-        return FEDERATION["SubmitResult"].response(duplicate=duplicate)
+        return federation_service_pb2.SubmitResultResponse(duplicate=duplicate)
 
     async def Heartbeat(self, request: Any, context: Any) -> Message:  # noqa: N802
         active = self.coordinator.heartbeat(request.session_id, request.task_id)
-        return FEDERATION["Heartbeat"].response(task_active=active)
+        return federation_service_pb2.HeartbeatResponse(task_active=active)
 
     async def Leave(self, request: Any, context: Any) -> Message:  # noqa: N802
         reason = _LEAVE_REASONS.get(request.reason, "UNSPECIFIED")
@@ -118,7 +149,7 @@ class BlobHandlers:
 
     async def DownloadBlob(  # noqa: N802
         self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[tuple[int, bytes, int]]:
+    ) -> AsyncIterator[bytes]:
         try:
             request = _parser(BLOB["DownloadBlob"])(raw)
             chunks = self.coordinator.download(request.session_id, request.sha256, request.offset)
@@ -131,16 +162,15 @@ class BlobHandlers:
         committed, complete = await self.coordinator.upload(
             request.session_id, request.blob, request.offset, request.data
         )
-        return BLOB["UploadBlob"].response(committed_size=committed, complete=complete)
+        return blob_service_pb2.UploadBlobResponse(committed_size=committed, complete=complete)
 
 
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def _frame_download(chunk: tuple[int, bytes, int]) -> bytes:
-    offset, data, total = chunk
-    return wire.download_chunk_to_bytes(offset=offset, data=data, total_size=total)
+def _framed(message: bytes) -> bytes:
+    return message  # the coordinator serves DownloadBlobResponse messages serialized
 
 
 def generic_handlers(coordinator: Coordinator) -> list[grpc.GenericRpcHandler]:
@@ -149,17 +179,20 @@ def generic_handlers(coordinator: Coordinator) -> list[grpc.GenericRpcHandler]:
     blobs = BlobHandlers(coordinator)
 
     def unary(method: Method, handler: Any, parse: Any = None) -> grpc.RpcMethodHandler[Any, Any]:
+        # The declared limit holds once a session exists; a Handshake may be as large as
+        # the default limit (PLN-TRN-019), which the gRPC stack enforces.
+        limit = None if method.name == "Handshake" else coordinator.limits.max_message_bytes
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler, parse or _parser(method)), response_serializer=_serialize
+            _guarded(handler, parse or _parser(method), limit), response_serializer=_serialize
         )
 
     federation_handlers = {
         name: unary(method, getattr(federation, name)) for name, method in FEDERATION.items()
     }
     blob_handlers = {
-        "UploadBlob": unary(BLOB["UploadBlob"], blobs.UploadBlob, wire.upload_chunk_from_bytes),
+        "UploadBlob": unary(BLOB["UploadBlob"], blobs.UploadBlob, _upload_parser(coordinator)),
         "DownloadBlob": grpc.unary_stream_rpc_method_handler(
-            blobs.DownloadBlob, response_serializer=_frame_download
+            blobs.DownloadBlob, response_serializer=_framed
         ),
     }
     return [

@@ -34,11 +34,13 @@ class ValidationConfig:
             raise InvalidArgument("max_update_norm must be > 0", field="max_update_norm")
 
 
-def check_examples(num_examples: int, config: ValidationConfig, *, minimum: int = 1) -> None:
+def check_examples(
+    num_examples: int, config: ValidationConfig, *, minimum: int = 1, field: str = "num_examples"
+) -> None:
     if not minimum <= num_examples <= config.max_num_examples:
         raise UpdateRejected(
             f"num_examples {num_examples} is outside [{minimum}, {config.max_num_examples}]",
-            field="num_examples",
+            field=field,
         )
 
 

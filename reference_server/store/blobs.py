@@ -86,6 +86,10 @@ class BlobStore:
         """Whether the complete blob is stored (its file exists with the ref's size)."""
         return size_or_none(self._path(ref)) == ref.size
 
+    def stored_size(self, ref: BlobRef) -> int | None:
+        """The size of the complete blob with `ref`'s digest, whatever `ref.size` says."""
+        return size_or_none(self._path(ref))
+
     def put(self, data: BytesLike) -> BlobRef:
         """Store `data` durably and return its ref; cheap when the blob is already stored."""
         view = memoryview(data).cast("B")

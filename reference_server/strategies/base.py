@@ -18,7 +18,10 @@ the same bits.
 from __future__ import annotations
 
 import enum
+import functools
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -210,10 +213,7 @@ def weighted_mean64(parameters: Sequence[np.ndarray], updates: Iterable[FitUpdat
     total = 0
     for update in updates:
         check_update(parameters, update)
-        weight = float(update.num_examples)
-        for acc, tensor in zip(sums, update.parameters, strict=True):
-            # One float64 temporary per tensor; the accumulator is the only lasting copy.
-            np.add(acc, np.multiply(tensor, weight, dtype=np.float64), out=acc)
+        _add_update(sums, update.parameters, float(update.num_examples))
         total += update.num_examples
         tally.append((update.metrics, update.num_examples))
     if not tally:
@@ -221,6 +221,50 @@ def weighted_mean64(parameters: Sequence[np.ndarray], updates: Iterable[FitUpdat
     for acc in sums:
         np.divide(acc, total, out=acc)
     return WeightedMean(arrays=tuple(sums), num_examples=total, tally=tuple(tally))
+
+
+#: Elements per step of the weighted sum: the float64 temporary stays in the CPU cache.
+_BLOCK = 1 << 16
+#: Elements per unit of work handed to a thread.
+_SPAN = 1 << 20
+
+
+@functools.cache
+def _workers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="pollen-sum"
+    )
+
+
+def _add_update(sums: list[np.ndarray], tensors: Sequence[np.ndarray], weight: float) -> None:
+    """sums[i] += weight * tensors[i] in float64, spread over threads.
+
+    numpy releases the GIL in these loops, so spans of the model are summed in parallel.
+    Each element still sees the same two operations in the same update order, so the
+    result is bit for bit the one of a single thread.
+    """
+    spans = [
+        (acc.reshape(-1), np.asarray(tensor).reshape(-1), start)
+        for acc, tensor in zip(sums, tensors, strict=True)
+        for start in range(0, acc.size, _SPAN)
+    ]
+    if len(spans) < 2:
+        for acc, values, start in spans:
+            _add_span(acc, values, start, weight)
+        return
+    for done in [_workers().submit(_add_span, *span, weight) for span in spans]:
+        done.result()
+
+
+def _add_span(acc: np.ndarray, values: np.ndarray, start: int, weight: float) -> None:
+    # Block by block: whole-span float64 temporaries would stream every element through
+    # memory three more times.
+    scratch = np.empty(_BLOCK, dtype=np.float64)
+    for first in range(start, min(start + _SPAN, acc.size), _BLOCK):
+        last = min(first + _BLOCK, start + _SPAN, acc.size)
+        weighted = scratch[: last - first]
+        np.multiply(values[first:last], weight, out=weighted, dtype=np.float64)
+        np.add(acc[first:last], weighted, out=acc[first:last])
 
 
 def weighted_average(

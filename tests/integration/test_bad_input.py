@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pollen import services, wire
+from pollen._generated.pollen.v1 import federation_service_pb2
 from pollen.errors import ErrorCode, PollenError
 from pollen.handshake import Capabilities
 from pollen.limits import Limits
@@ -55,7 +56,7 @@ class RawClient:
         while time.monotonic() < deadline:
             response = self.call(
                 "PollTask",
-                services.FEDERATION["PollTask"].request(session_id=session_id, wait_ms=5000),
+                federation_service_pb2.PollTaskRequest(session_id=session_id, wait_ms=5000),
             )
             if response.HasField("task"):
                 return response.task
@@ -64,7 +65,7 @@ class RawClient:
     def submit(self, session_id: str, task_id: str, arrays: list[np.ndarray]) -> Any:
         reply = FitReply(parameters=tuple(encode_tensor(a) for a in arrays), num_examples=10)
         result = wire.result_to_proto(TaskResult(task_id=task_id, reply=reply))
-        return services.FEDERATION["SubmitResult"].request(session_id=session_id, result=result)
+        return federation_service_pb2.SubmitResultRequest(session_id=session_id, result=result)
 
 
 def test_bad_inputs_get_typed_errors_and_the_run_goes_on(procs: Processes) -> None:
@@ -93,7 +94,7 @@ def test_bad_inputs_get_typed_errors_and_the_run_goes_on(procs: Processes) -> No
     assert typed.code is ErrorCode.VERSION_UNSUPPORTED
     assert typed.supported_versions == (ProtocolVersion(1, 0),)
 
-    code, typed = raw.error("PollTask", services.FEDERATION["PollTask"].request(session_id="nope"))
+    code, typed = raw.error("PollTask", federation_service_pb2.PollTaskRequest(session_id="nope"))
     assert (code, typed and typed.code) == (grpc.StatusCode.NOT_FOUND, ErrorCode.SESSION_UNKNOWN)
 
     good = [procs.client(server.address, f"node-{i}") for i in range(2)]
@@ -116,7 +117,12 @@ def test_bad_inputs_get_typed_errors_and_the_run_goes_on(procs: Processes) -> No
             )
             outcomes.append((code, typed.code if typed else None, typed.field if typed else ""))
         # Leaving closes the last task at once (dropped) instead of at its deadline.
-        raw.call("Leave", services.FEDERATION["Leave"].request(session_id=session, reason=4))
+        raw.call(
+            "Leave",
+            federation_service_pb2.LeaveRequest(
+                session_id=session, reason=federation_service_pb2.LEAVE_REASON_FATAL_ERROR
+            ),
+        )
 
     thread = threading.Thread(target=misbehave)
     thread.start()
@@ -133,7 +139,7 @@ def test_bad_inputs_get_typed_errors_and_the_run_goes_on(procs: Processes) -> No
         ErrorCode.UPDATE_REJECTED,
         "result.fit.parameters[0]",
     )
-    assert outcomes[2][0] is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert outcomes[2][:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, ErrorCode.LIMIT_EXCEEDED)
     rounds = committed_rounds(server.state_dir)
     assert [r.round for r in rounds] == [0, 1, 2, 3]
     assert rounds[1].history["fit_attempt_1"]["failures"] == {"rejected": 1}

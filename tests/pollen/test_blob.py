@@ -125,3 +125,16 @@ def test_a_blob_in_one_chunk_is_kept_without_a_copy() -> None:
     asm = _assembler()
     assert asm.feed(0, DATA) is ChunkOutcome.APPENDED
     assert asm.finish().obj is DATA
+
+
+def test_a_blob_of_several_chunks_can_be_taken_over_writable() -> None:
+    asm = _assembler()
+    asm.feed(0, DATA[:7])
+    asm.feed(7, DATA[7:])
+    assert asm.finish().readonly
+    taken = asm.finish(writable=True)
+    assert not taken.readonly
+    assert bytes(taken) == DATA
+    whole = _assembler()
+    whole.feed(0, DATA)
+    assert whole.finish(writable=True).readonly, "a received chunk is never handed out writable"

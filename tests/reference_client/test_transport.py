@@ -68,6 +68,7 @@ def test_the_trailer_decides_when_present() -> None:
         (grpc.StatusCode.UNAVAILABLE, True),
         (grpc.StatusCode.DEADLINE_EXCEEDED, True),
         (grpc.StatusCode.ABORTED, True),
+        (grpc.StatusCode.CANCELLED, True),  # not caused by the client (PLN-RTY-013)
         (grpc.StatusCode.RESOURCE_EXHAUSTED, False),
         (grpc.StatusCode.INVALID_ARGUMENT, False),
         (grpc.StatusCode.UNAUTHENTICATED, False),

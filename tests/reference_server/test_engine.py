@@ -14,6 +14,7 @@ from pollen.errors import (
     TaskExpired,
     TaskNotAssigned,
     TaskUnknown,
+    TensorSizeMismatch,
     UpdateRejected,
 )
 from pollen.messages import (
@@ -30,6 +31,7 @@ from pollen.messages import (
     TaskResult,
 )
 from pollen.tensors import EncodedTensor
+from pollen.values import ConfigValue
 from reference_server.engine import (
     AcceptedResult,
     AggregatePhase,
@@ -44,6 +46,7 @@ from reference_server.engine import (
     TasksReady,
 )
 from reference_server.strategies.base import TaskOutcome
+from reference_server.strategies.fedavg import FedProx
 
 MODEL = (
     EncodedTensor(
@@ -326,3 +329,55 @@ def test_a_node_that_reconnects_keeps_its_tasks() -> None:
     assert again is not None
     assert again.task_id == ta
     assert ErrorCode.TASK_EXPIRED.name == "TASK_EXPIRED"
+
+
+def test_the_strategy_adds_its_fit_config_and_the_run_config_wins() -> None:
+    fit = PhasePlan(min_clients=2, min_results=2, timeout_s=10, config={"lr": 0.1, "mu": 9})
+    rounds_asked: list[int] = []
+
+    def strategy_config(round: int) -> dict[str, ConfigValue]:
+        rounds_asked.append(round)
+        return {"mu": 0.5, **FedProx(proximal_mu=0.25).fit_config(round)}
+
+    e = Engine(plan(fit=fit), now=0.0, parameters=MODEL, fit_config=strategy_config)
+    e.connect("a", 0.0)
+    e.connect("b", 0.0)
+    task = e.next_task("a", 0.1)
+    assert task is not None
+    assert isinstance(task.instruction, FitInstruction)
+    assert task.instruction.config == {"round": 1, "mu": 9, "proximal_mu": 0.25, "lr": 0.1}
+    assert set(rounds_asked) == {1}
+
+
+def test_a_task_is_open_only_for_the_node_it_was_assigned_to() -> None:
+    e = engine()
+    e.connect("a", 0.0)
+    e.connect("b", 0.0)
+    task = e.next_task("a", 0.1)
+    assert task is not None
+    assert e.is_open(task.task_id, "a")
+    assert not e.is_open(task.task_id, "b")
+    assert not e.is_open("", "a")
+    assert not e.is_open("no-such-task", "a")
+
+
+def test_a_task_rejected_for_any_error_answers_later_submits_with_update_rejected() -> None:
+    # PLN-TSK-030: the reply of a closed task comes from its state, not from the error that
+    # closed it (a short tensor payload here).
+    e, ta, _ = _running(fit=PhasePlan(min_clients=2, min_results=1, timeout_s=10))
+    e.reject(ta, TensorSizeMismatch("3 bytes short", field="result.fit.parameters[0]"), 1.0)
+    with pytest.raises(UpdateRejected):
+        e.check_result("a", TaskResult(task_id=ta, reply=fit_reply()))
+
+
+def test_task_ids_of_engines_with_different_epochs_never_meet() -> None:
+    # PLN-TSK-002: after a restart, the same round and node get a task id never seen before.
+    ids = []
+    for epoch in ("boot1", "boot2"):
+        e = Engine(plan(), now=0.0, next_round=1, parameters=MODEL, epoch=epoch)
+        e.connect("a", 0.0)
+        e.connect("b", 0.0)
+        task = e.next_task("a", 0.0)
+        assert task is not None
+        ids.append(task.task_id)
+    assert ids[0] != ids[1]

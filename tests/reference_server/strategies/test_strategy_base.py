@@ -352,3 +352,28 @@ def test_aggregate_evaluate_needs_reports_with_examples() -> None:
         aggregate_evaluate([], [])
     with pytest.raises(InvalidArgument, match="num_examples"):
         aggregate_evaluate([EvaluateReport(node_id="a", loss=1.0, num_examples=0)], [])
+
+
+def test_a_model_summed_on_several_threads_is_the_sequential_sum_bit_for_bit() -> None:
+    # Shapes that split into several spans per tensor, with a ragged last span and block.
+    rng = np.random.default_rng(5)
+    shapes = [(3, 1_000_003), (17,), (2_500_001,)]
+    parameters = [np.zeros(shape, np.float32) for shape in shapes]
+    updates = [
+        FitUpdate(
+            node_id=f"n{k}",
+            parameters=tuple(rng.standard_normal(shape).astype(np.float32) for shape in shapes),
+            num_examples=int(rng.integers(1, 1000)),
+        )
+        for k in range(4)
+    ]
+    expected = [np.zeros(shape) for shape in shapes]
+    for update in updates:
+        for acc, tensor in zip(expected, update.parameters, strict=True):
+            np.add(acc, tensor.astype(np.float64) * float(update.num_examples), out=acc)
+    total = sum(u.num_examples for u in updates)
+    mean = weighted_mean64(parameters, updates)
+    assert mean.num_examples == total
+    for got, want in zip(mean.arrays, expected, strict=True):
+        assert got.shape == want.shape
+        assert np.array_equal(got, want / total)

@@ -1,0 +1,1164 @@
+"""Client mode: play each case's script against a fresh process of the program under test.
+
+For every case the runner starts a scripted server on 127.0.0.1 (a free port), starts the
+command with Annex C's environment, walks the script step by step and judges what reaches
+the wire. The verdict never depends on the program's own output. Every wait is bounded and
+every process is ended by its process group when the case is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import itertools
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from conformance.cases import Case
+from conformance.model import (
+    Expected,
+    ModelError,
+    Oracle,
+    canonical,
+    dtype_named,
+    make_array,
+    make_config,
+    same_value,
+)
+from conformance.scripted_server import (
+    Blob,
+    Event,
+    Fault,
+    Offer,
+    ScriptedServer,
+    result_summary,
+    status_named,
+    task_summary,
+)
+from pollen._generated.pollen.v1 import error_pb2, task_pb2, tensor_pb2, value_pb2
+from pollen.dtypes import Dtype
+from pollen.errors import ERROR_TABLE, ErrorCode, PollenError
+from pollen.tensors import decode_tensor
+from pollen.values import ConfigValue
+from pollen.wire import tensor_from_proto, value_from_proto
+
+#: Seconds a case waits for the program's first Handshake (it may be slow to start).
+START_TIMEOUT_S = 20.0
+#: Spare time allowed on every upper time bound, for a loaded machine.
+DEFAULT_GRACE_S = 0.5
+NODE_ID = "conformance-node-1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """One check that did not hold: where, what was expected, what happened."""
+
+    step: str
+    expected: str
+    actual: str
+    requirement: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseResult:
+    """The verdict on one case, before any known-failing list is applied."""
+
+    case: Case
+    outcome: str  # PASS, FAIL, SKIP, ERROR
+    failures: tuple[Failure, ...] = ()
+    duration_s: float = 0.0
+    exit_status: int | None = None
+    output_tail: str = ""
+    transcript: tuple[Event, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsFiles:
+    """PEM files for TLS cases: the server's pair, its CA, and an unrelated CA."""
+
+    server_cert: Path
+    server_key: Path
+    ca: Path
+    other_ca: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    command: tuple[str, ...]
+    workdir: Path
+    jobs: int = 4
+    grace_s: float = DEFAULT_GRACE_S
+    tls: TlsFiles | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class CaseFailed(Exception):
+    """Ends a case early: a check failed that later steps depend on."""
+
+
+class _Play:
+    """One case in progress: its server, its process and the checks made so far."""
+
+    def __init__(self, case: Case, options: RunOptions) -> None:
+        self.case = case
+        self.options = options
+        self.started = time.monotonic()
+        self.failures: list[Failure] = []
+        self.oracle = Oracle()
+        self.task_count = 0
+        self.cursor = 0  # events before this index were judged by earlier steps
+        self.marks: dict[str, int] = {}  # rpc -> index of the event list when a fault was set
+        self.proc: asyncio.subprocess.Process | None = None
+        self.exit_status: int | None = None
+        self.ended = False  # the program was told to stop (shutdown) or must stop
+        use_tls = "tls" in case.handshake or any("tls" in s for s in case.steps)
+        self.tls = options.tls if use_tls else None
+        credentials = None
+        if self.tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(self.tls.server_key.read_bytes(), self.tls.server_cert.read_bytes())]
+            )
+        self.server = ScriptedServer(
+            handshake=case.handshake, credentials=credentials, clock=self.clock
+        )
+        self.log_path = options.workdir / (case.name.replace("/", "__") + ".log")
+
+    def clock(self) -> float:
+        return time.monotonic() - self.started
+
+    def fail(self, step: str, expected: str, actual: str, requirement: str = "") -> None:
+        self.failures.append(
+            Failure(step=step, expected=expected, actual=actual, requirement=requirement)
+        )
+
+    @property
+    def grace(self) -> float:
+        return self.options.grace_s
+
+    # --- the program -------------------------------------------------------------------------
+
+    async def spawn(self, *, root_cert: Path | None = None) -> None:
+        env = {
+            **os.environ,
+            **self.options.env,
+            "POLLEN_CONFORMANCE_SERVER": f"127.0.0.1:{self.server.port}",
+            "POLLEN_CONFORMANCE_NODE_ID": NODE_ID,
+            "POLLEN_CONFORMANCE_CASE": self.case.name,
+        }
+        env.pop("POLLEN_CONFORMANCE_ROOT_CERT", None)
+        env.pop("POLLEN_CONFORMANCE_INSECURE", None)
+        if self.tls is not None:
+            env["POLLEN_CONFORMANCE_ROOT_CERT"] = str(root_cert or self.tls.ca)
+        else:
+            env["POLLEN_CONFORMANCE_INSECURE"] = "1"
+        with self.log_path.open("wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.options.command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        await self.server.note("--", "process", f"started pid {self.proc.pid}")
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            status = await asyncio.wait_for(self.proc.wait(), timeout=timeout)
+        except TimeoutError:
+            return None
+        if self.exit_status is None:
+            self.exit_status = status
+            await self.server.note("--", "process", f"exited with status {status}")
+        return status
+
+    async def kill(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            if proc is not None and self.exit_status is None:
+                self.exit_status = proc.returncode
+            return
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout=wait)
+                return
+
+    def output_tail(self, limit: int = 4000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode(errors="replace")
+
+    # --- waiting on the wire -------------------------------------------------------------
+
+    async def next_event(
+        self, predicate: Callable[[Event], bool], timeout: float
+    ) -> tuple[int, Event] | None:
+        found = await self.server.wait_event(predicate, start=self.cursor, timeout=timeout)
+        if found is not None:
+            self.cursor = found[0] + 1
+        return found
+
+    def events_since(self, start: int) -> list[Event]:
+        return self.server.events[start:]
+
+    async def quiet(self, seconds: float) -> None:
+        # A fixed observation window: the program must not do something during it.
+        await asyncio.sleep(seconds)
+
+    # --- the script ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.server.start()
+        await self.spawn(root_cert=self._root_cert_override())
+        steps = list(self.case.steps)
+        expects_handshake = not any("expect_no_handshake" in s for s in steps)
+        if expects_handshake:
+            await self._first_handshake()
+            if self._skip_reason():
+                return
+        for index, step in enumerate(steps):
+            await self.step(f"step {index + 1}", step)
+        if not self.ended:
+            await self.step("final shutdown", {"shutdown": {}})
+        self._check_deadlines()
+
+    def _check_deadlines(self) -> None:
+        for rpc, left, wait_ms in self.server.deadlines:
+            if left is None or left > 24 * 3600:
+                self.fail("every call", f"{rpc} with a deadline", "no deadline", "PLN-TRN-014")
+                return
+            negotiated = self.server.negotiated
+            cap = negotiated.max_poll_wait_ms if negotiated else 0
+            wait = min(wait_ms, cap) / 1000
+            # `left` is measured on arrival, so it is already shorter than what was set.
+            if rpc == "PollTask" and left <= wait - 0.05:
+                self.fail(
+                    "every call",
+                    f"a PollTask deadline longer than its wait of {wait:.2f} s",
+                    f"{left:.2f} s left on arrival",
+                    "PLN-TRN-015",
+                )
+                return
+
+    def _root_cert_override(self) -> Path | None:
+        if self.tls is not None and self.case.handshake.get("tls") == "untrusted":
+            return self.tls.other_ca
+        return None
+
+    async def _first_handshake(self) -> None:
+        found = await self.next_event(
+            lambda e: e.rpc == "Handshake" and e.direction == "c>s", START_TIMEOUT_S
+        )
+        if found is None:
+            status = await self.wait_exit(0)
+            self.fail(
+                "handshake",
+                "a Handshake as the first call",
+                f"none within {START_TIMEOUT_S:.0f} s (program "
+                + ("still running)" if status is None else f"exited with {status})"),
+                "PLN-HS-001",
+            )
+            raise CaseFailed
+        earlier = [e for e in self.server.events[: found[0]] if e.direction == "c>s"]
+        if earlier:
+            self.fail(
+                "handshake", "a Handshake as the first call", earlier[0].summary, "PLN-HS-001"
+            )
+        self._check_handshake(found[1])
+
+    def _check_handshake(self, event: Event) -> None:
+        request = event.data["request"]
+        majors = [v.major for v in request.versions]
+        if 1 not in majors:
+            self.fail("handshake", "versions include major 1", str(majors), "PLN-HS-002")
+        if len(majors) != len(set(majors)):
+            self.fail("handshake", "one entry per major version", str(majors), "PLN-HS-002")
+        if "raw" not in request.capabilities.codecs:
+            self.fail(
+                "handshake",
+                'codecs include "raw"',
+                str(list(request.capabilities.codecs)),
+                "PLN-HS-004",
+            )
+        if request.node_id != NODE_ID:
+            self.fail("handshake", f"node_id {NODE_ID!r}", repr(request.node_id), "PLN-CNF-004")
+
+    def _skip_reason(self) -> str:
+        offered = self.server.offered
+        if offered is None:
+            return ""
+        have = {f"codec:{c}" for c in offered.capabilities.codecs}
+        have |= {f"feature:{f}" for f in offered.capabilities.features}
+        have |= {
+            f"dtype:{tensor_pb2.Dtype.Name(d).removeprefix('DTYPE_').lower()}"
+            for d in offered.capabilities.dtypes
+        }
+        missing = [r for r in self.case.requires if r not in have]
+        return f"not advertised: {', '.join(missing)}" if missing else ""
+
+    async def step(self, where: str, step: Mapping[str, Any]) -> None:
+        kinds = [k for k in _STEPS if k in step]
+        if len(kinds) != 1:
+            raise ModelError(
+                f"{where}: a step has exactly one of {sorted(_STEPS)}, got {sorted(step)}"
+            )
+        await _STEPS[kinds[0]](self, where, step)
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def _build_task(
+        self, where: str, step: Mapping[str, Any]
+    ) -> tuple[Offer, str, list[Any], dict[str, ConfigValue]]:
+        body = step["task"]
+        self.task_count += 1
+        task_id = str(body.get("id", f"task-{self.task_count}"))
+        task = task_pb2.Task(task_id=task_id, run_id="conformance", round=self.task_count)
+        if "deadline_ms" in body:
+            task.deadline_ms = int(body["deadline_ms"])
+        if "raw_task_hex" in body:
+            # A Task whose bytes the case spells out (unknown members, odd encodings).
+            data = task.SerializeToString() + bytes.fromhex(body["raw_task_hex"])
+            return Offer(task_id=task_id, data=data, summary=f"task {task_id}: raw"), "raw", [], {}
+        kinds = [k for k in _INSTRUCTIONS if k in body]
+        if len(kinds) != 1:
+            raise ModelError(f"{where}: a task has exactly one instruction")
+        kind = kinds[0]
+        spec = body[kind] or {}
+        config = make_config(spec.get("config"))
+        for n in range(int(spec.get("filler_entries", 0))):
+            config[f"filler.{n:05d}"] = n
+        arrays = [
+            None if t.get("virtual_blob") else make_array(t)
+            for t in spec.get("parameters", spec.get("inputs", []))
+        ]
+        instruction = getattr(task, kind)
+        if kind in ("reconnect", "shutdown"):
+            instruction.CopyFrom(_INSTRUCTIONS[kind](**spec))
+        else:
+            instruction.SetInParent()
+            for key, value in config.items():
+                instruction.config[key].CopyFrom(_value(value))
+            field_name = {"fit": "parameters", "evaluate": "parameters", "query": "inputs"}.get(
+                kind
+            )
+            if field_name:
+                target = getattr(instruction, field_name)
+                for i, (array, tspec) in enumerate(
+                    zip(arrays, spec.get("parameters", spec.get("inputs", [])), strict=True)
+                ):
+                    target.append(self._tensor(array, tspec, i))
+                # Tiny valid tensors after the listed ones, to go past max_tensors
+                # (PLN-TEN-011); only for tasks whose expected answer is a failure.
+                for _ in range(int(spec.get("filler_tensors", 0))):
+                    target.add(
+                        dtype=tensor_pb2.DTYPE_FLOAT32, shape=[1], codec="raw"
+                    ).inline_data = b"\0\0\0\0"
+        summary = f"task {task_id}: {task_summary(task)}"
+        return (
+            Offer(task_id=task_id, data=task.SerializeToString(), summary=summary),
+            kind,
+            arrays,
+            config,
+        )
+
+    def _tensor(self, array: Any, spec: Mapping[str, Any], index: int) -> tensor_pb2.Tensor:
+        if array is None:
+            # A header whose blob is never served: the program must refuse it from its
+            # size alone, before any download (PLN-BLB-011, PLN-SEC-013).
+            dtype = dtype_named(str(spec["dtype"]))
+            shape = [int(n) for n in spec["shape"]]
+            virtual = tensor_pb2.Tensor(shape=shape, codec="raw", name=f"t{index}")
+            virtual.dtype = dtype.value  # type: ignore[assignment]
+            virtual.blob.sha256 = hashlib.sha256(b"never served").digest()
+            virtual.blob.size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            return virtual
+        dtype = Dtype.from_numpy(array.dtype)
+        payload = canonical(array)
+        tensor = tensor_pb2.Tensor(
+            dtype=dtype.value,  # type: ignore[arg-type]
+            shape=list(array.shape),
+            codec=str(spec.get("codec", "raw")),
+            name=str(spec.get("name", f"t{index}")),
+        )
+        if "wire_dtype" in spec:
+            tensor.dtype = int(spec["wire_dtype"])  # type: ignore[assignment]
+        payload = payload[: len(payload) - int(spec.get("truncate", 0))]
+        if spec.get("as_blob"):
+            digest = hashlib.sha256(payload).digest()
+            self.server.blobs[digest] = Blob(
+                data=payload,
+                break_downloads=int(spec.get("break_downloads", 0)),
+                corrupt_downloads=int(spec.get("corrupt_downloads", 0)),
+                wrong_total_downloads=int(spec.get("wrong_total_size", 0)),
+                gap_downloads=int(spec.get("gap_downloads", 0)),
+            )
+            tensor.blob.sha256 = digest
+            tensor.blob.size = len(payload)
+        else:
+            tensor.inline_data = payload
+        return tensor
+
+    async def task_step(self, where: str, step: Mapping[str, Any]) -> None:
+        offer, kind, arrays, config = self._build_task(where, step)
+        # The judging keys may sit beside `task:` or inside it; inside reads better in
+        # one-line (flow) YAML.
+        step = {**step["task"], **step}
+        expect = step.get("expect", "result")
+        within = float(step.get("within_ms", 15000)) / 1000
+        start = len(self.server.events)
+        await self.server.offer(offer)
+        delivered = await self.next_event(
+            lambda e: (
+                e.direction == "s>c"
+                and e.rpc == "PollTask"
+                and e.data.get("task_id") == offer.task_id
+            ),
+            within,
+        )
+        if delivered is None:
+            self.fail(where, f"a PollTask that takes task {offer.task_id}", "none came")
+            raise CaseFailed
+        if isinstance(expect, Mapping) and "no_result_ms" in expect:
+            await self.quiet(float(expect["no_result_ms"]) / 1000)
+            sent = [
+                e
+                for e in self.events_since(start)
+                if e.rpc == "SubmitResult"
+                and e.direction == "c>s"
+                and e.data.get("task_id") == offer.task_id
+            ]
+            if sent:
+                self.fail(
+                    where,
+                    f"no result for {offer.task_id} (its deadline passed)",
+                    sent[0].summary,
+                    "PLN-TSK-018",
+                )
+            return
+        counting = isinstance(expect, Mapping) and "submits" in expect
+        found = await self.next_event(
+            lambda e: (
+                e.direction == "c>s"
+                and e.rpc == "SubmitResult"
+                and e.data.get("task_id") == offer.task_id
+                and (counting or "request" in e.data)
+            ),
+            within,
+        )
+        if found is None:
+            self.fail(
+                where,
+                f"a SubmitResult for {offer.task_id} within {within:.1f} s",
+                "none came",
+                "PLN-TSK-022",
+            )
+            raise CaseFailed
+        event = found[1]
+        polls = [
+            e
+            for e in self.server.events[delivered[0] + 1 : found[0]]
+            if e.rpc == "PollTask" and e.direction == "c>s"
+        ]
+        if polls and not counting:
+            self.fail(
+                where,
+                f"no PollTask while task {offer.task_id} is unanswered",
+                polls[0].summary,
+                "PLN-GEN-004",
+            )
+        if counting:
+            await self.quiet(float(expect.get("quiet_ms", 2500)) / 1000)
+            count = sum(
+                1
+                for e in self.events_since(start)
+                if e.rpc == "SubmitResult"
+                and e.direction == "c>s"
+                and e.data.get("task_id") == offer.task_id
+            )
+            if count != int(expect["submits"]):
+                self.fail(
+                    where,
+                    f"{expect['submits']} SubmitResult call(s) for {offer.task_id}",
+                    f"{count}",
+                    str(expect.get("requirement", "PLN-RTY-003")),
+                )
+            return
+        result: task_pb2.TaskResult = event.data["request"].result
+        limit = self._receive_limit()
+        if len(event.data["raw"]) > limit:
+            self.fail(
+                where,
+                f"a SubmitResult of at most {limit} bytes (the server's limit)",
+                f"{len(event.data['raw'])} bytes",
+                "PLN-LIM-002",
+            )
+        if isinstance(expect, Mapping) and "failure" in expect:
+            self._judge_failure(where, result, str(expect["failure"]))
+        elif expect == "result":
+            self._judge_result(where, kind, result, arrays, config)
+        if step.get("heartbeats"):
+            self._judge_liveness(where, delivered[0], found[0])
+
+    def _judge_failure(self, where: str, result: task_pb2.TaskResult, code: str) -> None:
+        outcome = result.WhichOneof("outcome")
+        if outcome != "failure":
+            self.fail(
+                where,
+                f"a failure with {code}",
+                result_summary(result),
+                _FAILURE_REQUIREMENT.get(code, "PLN-TSK-026"),
+            )
+            return
+        got = error_pb2.ErrorCode.Name(result.failure.code).removeprefix("ERROR_CODE_")
+        if got != code:
+            self.fail(
+                where, f"failure code {code}", got, _FAILURE_REQUIREMENT.get(code, "PLN-TSK-026")
+            )
+            return
+        retryable = ERROR_TABLE[ErrorCode[code]].retry.name == "YES"
+        if result.failure.retryable != retryable:
+            self.fail(
+                where,
+                f"Error.retryable {retryable} for {code}",
+                str(result.failure.retryable),
+                "PLN-ERR-003",
+            )
+
+    def _judge_result(
+        self,
+        where: str,
+        kind: str,
+        result: task_pb2.TaskResult,
+        arrays: list[Any],
+        config: dict[str, ConfigValue],
+    ) -> None:
+        expected = self.oracle.expect(kind, arrays, config)
+        outcome = result.WhichOneof("outcome")
+        if outcome != kind:
+            self.fail(where, f"a {kind} result", result_summary(result), "PLN-TSK-023")
+            return
+        body = getattr(result, kind)
+        self._compare(where, body, expected)
+
+    def _compare(self, where: str, body: Any, expected: Expected) -> None:
+        if expected.tensors is not None:
+            name = "parameters" if hasattr(body, "parameters") else "tensors"
+            self._compare_tensors(where, list(getattr(body, name)), expected.tensors)
+        if expected.num_examples is not None and body.num_examples != expected.num_examples:
+            self.fail(
+                where,
+                f"num_examples {expected.num_examples}",
+                str(body.num_examples),
+                "PLN-CNF-014",
+            )
+        if expected.loss is not None and not same_value(float(body.loss), expected.loss):
+            self.fail(where, f"loss {expected.loss!r}", repr(body.loss), "PLN-CNF-016")
+        if expected.metrics is not None:
+            self._compare_map(where, "metrics", body.metrics, expected.metrics)
+        if expected.properties is not None:
+            self._compare_map(where, "properties", body.properties, expected.properties)
+
+    def _compare_map(
+        self, where: str, name: str, got: Any, want: Mapping[str, ConfigValue]
+    ) -> None:
+        try:
+            decoded = {k: value_from_proto(v) for k, v in got.items()}
+        except PollenError as exc:
+            self.fail(where, f"decodable {name}", str(exc), "PLN-VAL-001")
+            return
+        for key, value in want.items():
+            if key not in decoded:
+                self.fail(where, f"{name}[{key!r}] = {value!r}", "missing", "PLN-TSK-035")
+            elif not same_value(decoded[key], value):
+                self.fail(
+                    where,
+                    f"{name}[{key!r}] = {type(value).__name__} {value!r}",
+                    f"{type(decoded[key]).__name__} {decoded[key]!r}",
+                    "PLN-TSK-035",
+                )
+        extra = sorted(set(decoded) - set(want))
+        if extra:
+            self.fail(
+                where, f"{name} with keys {sorted(want)}", f"extra keys {extra}", "PLN-CNF-012"
+            )
+
+    def _compare_tensors(
+        self, where: str, got: list[tensor_pb2.Tensor], want: tuple[Any, ...]
+    ) -> None:
+        if len(got) != len(want):
+            self.fail(where, f"{len(want)} tensors", str(len(got)), "PLN-FIT-001")
+            return
+        for i, (message, array) in enumerate(zip(got, want, strict=True)):
+            label = f"tensor {i}"
+            if message.codec in _LOSSY:
+                self.fail(
+                    where,
+                    f"{label}: no lossy codec the run did not ask for",
+                    message.codec,
+                    "PLN-HS-019",
+                )
+                continue
+            if len(message.name.encode()) > 256:
+                self.fail(
+                    where,
+                    f"{label}: a name of at most 256 bytes",
+                    f"{len(message.name.encode())} bytes",
+                    "PLN-TEN-005",
+                )
+            try:
+                tensor = tensor_from_proto(message, field=label)
+                if tensor.blob is not None:
+                    blob = self.server.blobs.get(tensor.blob.sha256)
+                    if blob is None:
+                        self.fail(
+                            where,
+                            f"{label}: an uploaded blob",
+                            "the blob it references was never completed",
+                            "PLN-TSK-024",
+                        )
+                        continue
+                    if tensor.blob.size != len(blob.data):
+                        self.fail(
+                            where,
+                            f"{label}: BlobRef.size {len(blob.data)}",
+                            str(tensor.blob.size),
+                            "PLN-BLB-001",
+                        )
+                    tensor = _with_payload(tensor, blob.data)
+                decoded = decode_tensor(tensor, codecs=self._codecs())
+            except PollenError as exc:
+                self.fail(where, f"{label}: a decodable tensor", str(exc), "PLN-HS-017")
+                continue
+            want_dtype = Dtype.from_numpy(array.dtype)
+            if tensor.dtype is not want_dtype or tuple(tensor.shape) != array.shape:
+                self.fail(
+                    where,
+                    f"{label}: {want_dtype.name} {list(array.shape)}",
+                    f"{tensor.dtype.name} {list(tensor.shape)}",
+                    "PLN-FIT-001",
+                )
+                continue
+            if canonical(decoded) != canonical(array):
+                self.fail(where, f"{label}: {_preview(array)}", _preview(decoded), "PLN-CNF-013")
+
+    def _receive_limit(self) -> int:
+        negotiated = self.server.negotiated
+        declared = negotiated.capabilities.limits.max_message_bytes if negotiated else 0
+        return declared or 4 * 1024 * 1024
+
+    def _codecs(self) -> tuple[str, ...]:
+        negotiated = self.server.negotiated
+        return tuple(negotiated.capabilities.codecs) if negotiated else ("raw",)
+
+    def _judge_liveness(self, where: str, start: int, end: int) -> None:
+        negotiated = self.server.negotiated
+        assert negotiated is not None
+        interval = negotiated.heartbeat_interval_ms / 1000
+        times = [self.server.events[start].t] + [
+            e.t for e in self.server.events[start + 1 : end + 1] if e.direction == "c>s"
+        ]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        if gaps and max(gaps) > interval + self.grace:
+            self.fail(
+                where,
+                f"a request at least every {interval:.1f} s while working",
+                f"a gap of {max(gaps):.2f} s",
+                "PLN-SES-007",
+            )
+
+    # --- other steps ---------------------------------------------------------------------
+
+    async def fail_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["fail"]
+        raw_code = spec.get("code")
+        # A name from the table, UNSPECIFIED (0), or a number no version defines yet.
+        code: ErrorCode | int | None
+        if raw_code is None:
+            code = None
+        elif raw_code == "UNSPECIFIED":
+            code = 0
+        elif isinstance(raw_code, int):
+            code = raw_code
+        else:
+            code = ErrorCode[raw_code]
+        status = spec.get("status")
+        if status is None:
+            if not isinstance(code, ErrorCode):
+                raise ModelError(f"{where}: a fail step with code {raw_code!r} needs a status")
+            number = ERROR_TABLE[code].grpc_status
+            status = next(s.name for s in grpc.StatusCode if s.value[0] == int(number or 13))
+        self.marks[str(spec["rpc"])] = len(self.server.events)
+        self.server.faults.append(
+            Fault(
+                rpc=str(spec["rpc"]),
+                times=int(spec.get("times", 1)),
+                status=status_named(str(status)),
+                code=code,
+                retry_after_ms=int(spec.get("retry_after_ms", 0)),
+                retryable=spec.get("retryable"),
+            )
+        )
+
+    async def gaps_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["check_gaps"]
+        rpc = str(spec["rpc"])
+        since = self.marks.get(rpc, 0)
+        calls = [e.t for e in self.server.events[since:] if e.rpc == rpc and e.direction == "c>s"]
+        minimums = [float(x) / 1000 for x in spec.get("min_ms", [])]
+        maximums = [float(x) / 1000 for x in spec.get("max_ms", [])]
+        need = max(len(minimums), len(maximums)) + 1
+        if len(calls) < need:
+            self.fail(
+                where,
+                f"{need} {rpc} calls (retries)",
+                f"{len(calls)}",
+                spec.get("requirement", "PLN-RTY-005"),
+            )
+            return
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        for n, low in enumerate(minimums):
+            # The failure reached the program no earlier than the server sent it: a gap
+            # measured here can only be longer than the program's own wait.
+            if gaps[n] < low - 0.02:
+                self.fail(
+                    where,
+                    f"retry {n + 1} of {rpc} no earlier than {low:.2f} s after the failure",
+                    f"{gaps[n]:.3f} s",
+                    spec.get("requirement", "PLN-RTY-007"),
+                )
+        for n, high in enumerate(maximums):
+            if gaps[n] > high + self.grace:
+                self.fail(
+                    where,
+                    f"retry {n + 1} of {rpc} within {high:.2f} s",
+                    f"{gaps[n]:.3f} s",
+                    spec.get("max_requirement", "PLN-RTY-008"),
+                )
+
+    async def drop_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["drop"] or {}
+        await self.server.note("--", "connection", "server stopped (script)")
+        await self.server.stop()
+        if spec.get("forget_sessions"):
+            self.server.forget_sessions()
+        await asyncio.sleep(float(spec.get("down_ms", 500)) / 1000)
+        await self.server.start()
+        await self.server.note("--", "connection", "server listening again")
+
+    async def reconnect_step(self, where: str, step: Mapping[str, Any]) -> None:
+        delay = float((step["reconnect"] or {}).get("delay_ms", 1000)) / 1000
+        offer = self._control_offer(
+            "reconnect", task_pb2.ReconnectInstruction(delay_ms=int(delay * 1000))
+        )
+        await self.server.offer(offer)
+        sent = await self.next_event(
+            lambda e: e.direction == "s>c" and e.data.get("task_id") == offer.task_id, 15
+        )
+        if sent is None:
+            self.fail(where, "the reconnect instruction taken by a PollTask", "no poll came")
+            raise CaseFailed
+        leave = await self.next_event(lambda e: e.rpc == "Leave", 5 + self.grace)
+        if leave is None:
+            self.fail(where, "Leave with reason RECONNECT_INSTRUCTION", "no Leave", "PLN-CTL-002")
+        elif leave[1].data["reason"] != "LEAVE_REASON_RECONNECT_INSTRUCTION":
+            self.fail(
+                where,
+                "Leave with reason RECONNECT_INSTRUCTION",
+                leave[1].data["reason"],
+                "PLN-CTL-002",
+            )
+        left_session = leave[1].data.get("session_id") if leave else None
+        latest = delay + 5 + self.grace
+        hello = await self.next_event(
+            lambda e: e.rpc == "Handshake" and e.direction == "c>s", latest + 1
+        )
+        submitted = [
+            e
+            for e in self.server.events
+            if e.rpc == "SubmitResult" and e.data.get("task_id") == offer.task_id
+        ]
+        if submitted:
+            self.fail(
+                where,
+                "no TaskResult for a reconnect instruction",
+                submitted[0].summary,
+                "PLN-CTL-002",
+            )
+        if hello is None:
+            self.fail(where, f"a new Handshake within {latest:.1f} s", "none", "PLN-CTL-003")
+            raise CaseFailed
+        waited = hello[1].t - sent[1].t
+        if waited < delay - 0.02:
+            self.fail(
+                where,
+                f"the next Handshake no earlier than {delay:.2f} s after the instruction",
+                f"{waited:.3f} s",
+                "PLN-CTL-002",
+            )
+        if waited > latest:
+            self.fail(
+                where, f"the next Handshake within {latest:.2f} s", f"{waited:.3f} s", "PLN-CTL-003"
+            )
+        self._check_handshake(hello[1])
+        if left_session:
+            await asyncio.sleep(0.3)
+            reused = [
+                e
+                for e in self.server.events[leave[0] + 1 :]  # type: ignore[index]
+                if "request" in e.data
+                and getattr(e.data["request"], "session_id", None) == left_session
+            ]
+            if reused:
+                self.fail(
+                    where,
+                    "no request with the session id after its Leave",
+                    reused[0].summary,
+                    "PLN-SES-020",
+                )
+
+    def _control_offer(self, kind: str, body: Any) -> Offer:
+        self.task_count += 1
+        task_id = f"task-{self.task_count}"
+        task = task_pb2.Task(task_id=task_id, run_id="conformance", round=self.task_count)
+        getattr(task, kind).CopyFrom(body)
+        return Offer(
+            task_id=task_id, data=task.SerializeToString(), summary=f"task {task_id}: {kind}"
+        )
+
+    async def shutdown_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["shutdown"] or {}
+        self.ended = True
+        offer = self._control_offer(
+            "shutdown", task_pb2.ShutdownInstruction(reason="conformance case over")
+        )
+        await self.server.offer(offer)
+        sent = await self.next_event(
+            lambda e: e.direction == "s>c" and e.data.get("task_id") == offer.task_id, 15
+        )
+        if sent is None:
+            self.fail(where, "the shutdown instruction taken by a PollTask", "no poll came")
+            raise CaseFailed
+        leave = await self.next_event(lambda e: e.rpc == "Leave", 5 + self.grace)
+        if leave is None:
+            self.fail(where, "Leave with reason SHUTDOWN_INSTRUCTION", "no Leave", "PLN-CTL-005")
+        elif leave[1].data["reason"] != "LEAVE_REASON_SHUTDOWN_INSTRUCTION":
+            self.fail(
+                where,
+                "Leave with reason SHUTDOWN_INSTRUCTION",
+                leave[1].data["reason"],
+                "PLN-CTL-005",
+            )
+        status = await self.wait_exit(float(spec.get("exit_within_ms", 10000)) / 1000)
+        leaves = [e for e in self.server.events[sent[0] :] if e.rpc == "Leave"]
+        if len(leaves) > 1:
+            self.fail(
+                where, "one Leave, never retried", f"{len(leaves)} Leave calls", "PLN-SES-019"
+            )
+        after = leave[0] + 1 if leave else sent[0] + 1
+        later = [e for e in self.server.events[after:] if e.direction == "c>s"]
+        if later:
+            self.fail(
+                where,
+                "no request after the Leave that answers a shutdown",
+                later[0].summary,
+                "PLN-CTL-005",
+            )
+        if status is None:
+            self.fail(
+                where,
+                "the program exits after a shutdown instruction",
+                "still running",
+                "PLN-CNF-005",
+            )
+        elif status != 0:
+            self.fail(
+                where, "exit status 0 after a shutdown instruction", str(status), "PLN-CTL-006"
+            )
+
+    async def exit_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["expect_exit"]
+        self.ended = True
+        status = await self.wait_exit(float(spec.get("within_ms", 10000)) / 1000)
+        requirement = str(spec.get("requirement", "PLN-CNF-005"))
+        if status is None:
+            self.fail(
+                where,
+                f"the program exits within {spec.get('within_ms', 10000)} ms",
+                "still running",
+                requirement,
+            )
+        elif spec.get("status") == "nonzero" and status == 0:
+            self.fail(where, "a nonzero exit status", "0", requirement)
+        elif isinstance(spec.get("status"), int) and status != spec["status"]:
+            self.fail(where, f"exit status {spec['status']}", str(status), requirement)
+
+    async def count_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["expect_calls"]
+        await self.quiet(float(spec.get("during_ms", 0)) / 1000)
+        rpc = str(spec["rpc"])
+        count = sum(1 for e in self.server.events if e.rpc == rpc and e.direction == "c>s")
+        if "max" in spec and count > int(spec["max"]):
+            self.fail(
+                where,
+                f"at most {spec['max']} {rpc} call(s)",
+                str(count),
+                str(spec.get("requirement", "")),
+            )
+        if "min" in spec and count < int(spec["min"]):
+            self.fail(
+                where,
+                f"at least {spec['min']} {rpc} call(s)",
+                str(count),
+                str(spec.get("requirement", "")),
+            )
+
+    async def no_handshake_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["expect_no_handshake"]
+        self.ended = True
+        await self.quiet(float(spec.get("during_ms", 3000)) / 1000)
+        seen = [e for e in self.server.events if e.rpc == "Handshake"]
+        if seen:
+            self.fail(
+                where,
+                "no Handshake reaches a server the program must not trust",
+                seen[0].summary,
+                str(spec.get("requirement", "PLN-SEC-005")),
+            )
+
+    async def sigterm_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["sigterm"] or {}
+        self.ended = True
+        assert self.proc is not None
+        mark = len(self.server.events)
+        await self.server.note("--", "process", "SIGTERM sent (script)")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        status = await self.wait_exit(float(spec.get("within_ms", 5000)) / 1000)
+        if status is None:
+            self.fail(where, "the program stops after SIGTERM", "still running", "PLN-CNF-006")
+        leaves = [e for e in self.server.events[mark:] if e.rpc == "Leave"]
+        if not leaves or leaves[0].data["reason"] != "LEAVE_REASON_CLIENT_STOPPING":
+            got = leaves[0].data["reason"] if leaves else "no Leave"
+            self.fail(
+                where, "Leave with reason CLIENT_STOPPING before it exits", got, "PLN-SES-017"
+            )
+
+    async def wait_step(self, where: str, step: Mapping[str, Any]) -> None:
+        await asyncio.sleep(float(step["wait_ms"]) / 1000)
+
+    async def handshake_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["expect_handshake"] or {}
+        within = float(spec.get("within_ms", 10000)) / 1000
+        found = await self.next_event(
+            lambda e: e.rpc == "Handshake" and e.direction == "c>s", within + self.grace
+        )
+        if found is None:
+            self.fail(
+                where,
+                f"a new Handshake within {within:.1f} s",
+                "none",
+                str(spec.get("requirement", "PLN-SES-013")),
+            )
+            raise CaseFailed
+        self._check_handshake(found[1])
+        if found[1].data["request"].node_id != NODE_ID:
+            self.fail(where, "the same node_id", found[1].data["request"].node_id, "PLN-HS-028")
+
+    async def download_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["check_downloads"]
+        offsets = [
+            e.data.get("offset")
+            for e in self.server.events
+            if e.rpc == "DownloadBlob" and e.direction == "c>s"
+        ]
+        want = [int(x) for x in spec["offsets"]]
+        if offsets[: len(want)] != want:
+            self.fail(
+                where,
+                f"DownloadBlob offsets {want}",
+                str(offsets),
+                str(spec.get("requirement", "PLN-BLB-013")),
+            )
+
+    async def upload_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["upload_breaks"]
+        self.server.upload_breaks = int(spec.get("times", 1))
+
+    async def corrupt_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["upload_corrupt"]
+        self.server.upload_corruptions = int(spec.get("times", 1))
+
+    async def restart_step(self, where: str, step: Mapping[str, Any]) -> None:
+        spec = step["check_upload_restart"] or {}
+        events = self.server.events
+        failed = [
+            i
+            for i, e in enumerate(events)
+            if e.rpc == "UploadBlob" and "BLOB_DIGEST_MISMATCH" in e.summary
+        ]
+        if not failed:
+            self.fail(where, "an upload that ended in BLOB_DIGEST_MISMATCH", "none", "PLN-BLB-024")
+            return
+        after = [
+            e for e in events[failed[0] + 1 :] if e.rpc == "UploadBlob" and e.direction == "c>s"
+        ]
+        first = after[0].data.get("offset") if after else None
+        self.check_eq(
+            where,
+            "the upload restarted at offset 0",
+            first,
+            0,
+            str(spec.get("requirement", "PLN-BLB-024")),
+        )
+
+    def check_eq(
+        self, where: str, expected: str, got: object, want: object, requirement: str
+    ) -> None:
+        if got != want:
+            self.fail(where, expected, repr(got), requirement)
+
+
+_STEPS: dict[str, Callable[[_Play, str, Mapping[str, Any]], Any]] = {
+    "task": _Play.task_step,
+    "fail": _Play.fail_step,
+    "check_gaps": _Play.gaps_step,
+    "drop": _Play.drop_step,
+    "reconnect": _Play.reconnect_step,
+    "shutdown": _Play.shutdown_step,
+    "expect_exit": _Play.exit_step,
+    "expect_calls": _Play.count_step,
+    "expect_no_handshake": _Play.no_handshake_step,
+    "expect_handshake": _Play.handshake_step,
+    "wait_ms": _Play.wait_step,
+    "sigterm": _Play.sigterm_step,
+    "upload_corrupt": _Play.corrupt_step,
+    "check_upload_restart": _Play.restart_step,
+    "check_downloads": _Play.download_step,
+    "upload_breaks": _Play.upload_step,
+}
+
+_INSTRUCTIONS: dict[str, Any] = {
+    "fit": task_pb2.FitInstruction,
+    "evaluate": task_pb2.EvaluateInstruction,
+    "query": task_pb2.QueryInstruction,
+    "get_parameters": task_pb2.GetParametersInstruction,
+    "get_properties": task_pb2.GetPropertiesInstruction,
+    "reconnect": task_pb2.ReconnectInstruction,
+    "shutdown": task_pb2.ShutdownInstruction,
+}
+
+_LOSSY = frozenset({"float16", "bfloat16", "int8", "topk"})
+
+_FAILURE_REQUIREMENT = {
+    "APP_ERROR": "PLN-TSK-026",
+    "UNSUPPORTED_INSTRUCTION": "PLN-TSK-025",
+}
+
+
+def _value(value: ConfigValue) -> value_pb2.Value:
+    message = value_pb2.Value()
+    if isinstance(value, bool):
+        message.bool_value = value
+    elif isinstance(value, int):
+        message.int_value = value
+    elif isinstance(value, float):
+        message.double_value = value
+    elif isinstance(value, str):
+        message.string_value = value
+    else:
+        message.bytes_value = value
+    return message
+
+
+def _with_payload(tensor: Any, data: bytes) -> Any:
+    return dataclasses.replace(tensor, payload=data, blob=None)
+
+
+def _preview(array: Any, limit: int = 8) -> str:
+    flat = np.asarray(array).reshape(-1)[:limit].tolist()
+    more = "..." if np.asarray(array).size > limit else ""
+    return f"{flat}{more}"
+
+
+def validate(case: Case) -> None:
+    """Raise ModelError when a case's steps cannot be played (checked before any run)."""
+    for index, step in enumerate(case.steps):
+        kinds = [k for k in _STEPS if k in step]
+        if len(kinds) != 1:
+            raise ModelError(
+                f"{case.name} step {index + 1}: unknown or ambiguous step {sorted(step)}"
+            )
+        if kinds[0] == "task":
+            body = step["task"]
+            if "raw_task_hex" not in body:
+                kind = [k for k in _INSTRUCTIONS if k in body]
+                if len(kind) != 1:
+                    raise ModelError(
+                        f"{case.name} step {index + 1}: a task has exactly one instruction"
+                    )
+                spec = body[kind[0]] or {}
+                for tensor in spec.get("parameters", spec.get("inputs", [])):
+                    if not tensor.get("virtual_blob"):
+                        make_array(tensor)
+                make_config(spec.get("config"))
+
+
+async def play(case: Case, options: RunOptions) -> CaseResult:
+    """Run one case to its verdict; the process and server are gone when this returns."""
+    run = _Play(case, options)
+    outcome = "PASS"
+    note = ""
+    try:
+        await asyncio.wait_for(run.run(), timeout=case.timeout_s)
+        note = run._skip_reason()
+        if note:
+            outcome = "SKIP"
+    except CaseFailed:
+        pass
+    except TimeoutError:
+        run.fail("case", f"the case over within {case.timeout_s:.0f} s", "timed out")
+    except Exception as exc:  # a harness defect or a bad case: never a verdict on the program
+        outcome, note = "ERROR", f"{type(exc).__name__}: {exc}"
+    finally:
+        await run.kill()
+        await run.server.stop()
+    if run.failures and outcome != "ERROR":
+        outcome = "FAIL"
+    return CaseResult(
+        case=case,
+        outcome=outcome,
+        failures=tuple(run.failures),
+        duration_s=time.monotonic() - run.started,
+        exit_status=run.exit_status,
+        output_tail=run.output_tail(),
+        transcript=tuple(run.server.events),
+        note=note,
+    )
+
+
+async def play_all(cases: Sequence[Case], options: RunOptions) -> list[CaseResult]:
+    """Run cases `options.jobs` at a time; results come back in the order of `cases`."""
+    gate = asyncio.Semaphore(max(1, options.jobs))
+
+    async def one(case: Case) -> CaseResult:
+        async with gate:
+            return await play(case, options)
+
+    return list(await asyncio.gather(*(one(c) for c in cases)))
