@@ -414,7 +414,7 @@ class Coordinator:
         validation = self.config.validation.config()
         field_name = f"result.{type(reply).__name__.removesuffix('Reply').lower()}"
         if len(tensors) > self.limits.max_tensors:
-            raise UpdateRejected(f"{len(tensors)} tensors exceed max_tensors", field=field_name)
+            raise LimitExceeded(f"{len(tensors)} tensors exceed max_tensors", field=field_name)
         resolved = []
         member = "tensors" if isinstance(reply, QueryReply) else "parameters"
         for i, tensor in enumerate(tensors):

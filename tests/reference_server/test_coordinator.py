@@ -191,3 +191,15 @@ def test_a_result_of_the_wrong_kind_closes_the_task(tmp_path: Path) -> None:
         assert isinstance(later.value, UpdateRejected)
 
     _run(scenario, tmp_path)
+
+
+def test_too_many_tensors_is_a_limit_checked_before_any_tensor(tmp_path: Path) -> None:
+    # PLN-TEN-011: the list's length against max_tensors first, with LIMIT_EXCEEDED.
+    async def scenario(coordinator: Coordinator) -> None:
+        (sa, ta), _ = await _two_tasks(coordinator)
+        many = [np.zeros(1, np.float32)] * (coordinator.limits.max_tensors + 1)
+        with pytest.raises(LimitExceeded) as error:
+            await coordinator.submit(sa, _fit(ta, many))
+        assert error.value.field == "result.fit"
+
+    _run(scenario, tmp_path)
