@@ -45,7 +45,13 @@ from conformance.scripted_server import (
     status_named,
     task_summary,
 )
-from pollen._generated.pollen.v1 import error_pb2, task_pb2, tensor_pb2, value_pb2
+from pollen._generated.pollen.v1 import (
+    error_pb2,
+    federation_service_pb2,
+    task_pb2,
+    tensor_pb2,
+    value_pb2,
+)
 from pollen.dtypes import Dtype
 from pollen.errors import ERROR_TABLE, ErrorCode, PollenError
 from pollen.tensors import decode_tensor
@@ -122,6 +128,9 @@ class _Play:
         self.proc: asyncio.subprocess.Process | None = None
         self.exit_status: int | None = None
         self.ended = False  # the program was told to stop (shutdown) or must stop
+        self.last_task: tuple[Offer, str, list[Any], dict[str, ConfigValue]] | None = None
+        #: Raw SubmitResult requests judged so far, by task id (PLN-TSK-015).
+        self.submitted: dict[str, bytes] = {}
         use_tls = "tls" in case.handshake or any("tls" in s for s in case.steps)
         self.tls = options.tls if use_tls else None
         credentials = None
@@ -327,6 +336,18 @@ class _Play:
         self, where: str, step: Mapping[str, Any]
     ) -> tuple[Offer, str, list[Any], dict[str, ConfigValue]]:
         body = step["task"]
+        if body.get("again"):
+            # The previous task once more, same id and same bytes (PLN-TSK-015).
+            if self.last_task is None:
+                raise ModelError(f"{where}: `again` needs an earlier task step")
+            return self.last_task
+        built = self._build_new_task(where, body)
+        self.last_task = built
+        return built
+
+    def _build_new_task(
+        self, where: str, body: Mapping[str, Any]
+    ) -> tuple[Offer, str, list[Any], dict[str, ConfigValue]]:
         self.task_count += 1
         task_id = str(body.get("id", f"task-{self.task_count}"))
         task = task_pb2.Task(task_id=task_id, run_id="conformance", round=self.task_count)
@@ -371,8 +392,11 @@ class _Play:
                         dtype=tensor_pb2.DTYPE_FLOAT32, shape=[1], codec="raw"
                     ).inline_data = b"\0\0\0\0"
         summary = f"task {task_id}: {task_summary(task)}"
+        data = task.SerializeToString()
+        if "config_order" in spec:
+            data = _with_config_order(task, kind, [str(k) for k in spec["config_order"]])
         return (
-            Offer(task_id=task_id, data=task.SerializeToString(), summary=summary),
+            Offer(task_id=task_id, data=data, summary=summary),
             kind,
             arrays,
             config,
@@ -501,6 +525,11 @@ class _Play:
                 )
             return
         result: task_pb2.TaskResult = event.data["request"].result
+        if "answer_within_ms" in step:
+            self._judge_redelivery(where, offer.task_id, delivered[1], event, step)
+        self.submitted[offer.task_id] = event.data["request"].result.SerializeToString()
+        for duplicate in duplicate_map_keys(event.data["raw"], SUBMIT_REQUEST):
+            self.fail(where, "no map with two entries for one key", duplicate, "PLN-VAL-009")
         limit = self._receive_limit()
         if len(event.data["raw"]) > limit:
             self.fail(
@@ -515,6 +544,30 @@ class _Play:
             self._judge_result(where, kind, result, arrays, config)
         if step.get("heartbeats"):
             self._judge_liveness(where, delivered[0], found[0])
+
+    def _judge_redelivery(
+        self, where: str, task_id: str, delivered: Event, event: Event, step: Mapping[str, Any]
+    ) -> None:
+        # A task delivered again while its result is held: that result, not a second run,
+        # which the case makes slow with conformance.sleep_ms (PLN-TSK-015).
+        took = event.t - delivered.t
+        limit = float(step["answer_within_ms"]) / 1000
+        if took > limit + self.grace:
+            self.fail(
+                where,
+                f"the held result of {task_id} within {limit:.2f} s (no rerun)",
+                f"{took:.3f} s",
+                "PLN-TSK-015",
+            )
+        before = self.submitted.get(task_id)
+        now = event.data["request"].result.SerializeToString()
+        if before is not None and before != now:
+            self.fail(
+                where,
+                f"the same result as submitted before for {task_id}",
+                result_summary(event.data["request"].result),
+                "PLN-TSK-015",
+            )
 
     def _judge_failure(self, where: str, result: task_pb2.TaskResult, code: str) -> None:
         outcome = result.WhichOneof("outcome")
@@ -713,6 +766,7 @@ class _Play:
                 code=code,
                 retry_after_ms=int(spec.get("retry_after_ms", 0)),
                 retryable=spec.get("retryable"),
+                message=str(spec.get("message", "")),
             )
         )
 
@@ -787,7 +841,9 @@ class _Play:
         left_session = leave[1].data.get("session_id") if leave else None
         latest = delay + 5 + self.grace
         hello = await self.next_event(
-            lambda e: e.rpc == "Handshake" and e.direction == "c>s", latest + 1
+            # The first Handshake the server answers; ones failed by the script come before.
+            lambda e: e.rpc == "Handshake" and e.direction == "c>s" and "request" in e.data,
+            latest + 1,
         )
         submitted = [
             e
@@ -1028,6 +1084,42 @@ class _Play:
             str(spec.get("requirement", "PLN-BLB-024")),
         )
 
+    async def declared_limits_step(self, where: str, step: Mapping[str, Any]) -> None:
+        # The receive limits the program declared in its Handshake (0: the default) are the
+        # ones it keeps: a task at each is answered, one just above is refused (PLN-HS-006).
+        offered = self.server.offered
+        if offered is None:
+            raise ModelError(f"{where}: no Handshake seen")
+        limits = offered.capabilities.limits
+        entries = limits.max_map_entries or DEFAULT_MAX_MAP_ENTRIES
+        rank = limits.max_rank or DEFAULT_MAX_RANK
+        if entries > 4096 or rank > 64:
+            self.fail(where, "declared limits the harness can probe", f"{entries}, {rank}")
+            return
+        probes: list[tuple[str, dict[str, Any], Any]] = [
+            (f"max_map_entries {entries}", {"filler_entries": entries}, "result"),
+            (
+                f"max_map_entries {entries} + 1",
+                {"filler_entries": entries + 1},
+                {"failure": "LIMIT_EXCEEDED"},
+            ),
+            (f"max_rank {rank}", {"shape": [1] * rank}, "result"),
+            (f"max_rank {rank} + 1", {"shape": [1] * (rank + 1)}, {"failure": "LIMIT_EXCEEDED"}),
+        ]
+        for label, spec, expect in probes:
+            shape = spec.pop("shape", [2])
+            body = {"parameters": [{"dtype": "float32", "shape": shape}], **spec}
+            await self.task_step(f"{where} ({label})", {"task": {"fit": body}, "expect": expect})
+
+    async def in_flight_step(self, where: str, step: Mapping[str, Any]) -> None:
+        for overlap in self.server.overlaps[:1]:
+            self.fail(
+                where,
+                "at most one Handshake, PollTask, SubmitResult or Leave in flight",
+                overlap,
+                "PLN-GEN-005",
+            )
+
     def check_eq(
         self, where: str, expected: str, got: object, want: object, requirement: str
     ) -> None:
@@ -1052,6 +1144,8 @@ _STEPS: dict[str, Callable[[_Play, str, Mapping[str, Any]], Any]] = {
     "check_upload_restart": _Play.restart_step,
     "check_downloads": _Play.download_step,
     "upload_breaks": _Play.upload_step,
+    "check_in_flight": _Play.in_flight_step,
+    "probe_declared_limits": _Play.declared_limits_step,
 }
 
 _INSTRUCTIONS: dict[str, Any] = {
@@ -1070,6 +1164,106 @@ _FAILURE_REQUIREMENT = {
     "APP_ERROR": "PLN-TSK-026",
     "UNSUPPORTED_INSTRUCTION": "PLN-TSK-025",
 }
+
+
+SUBMIT_REQUEST = federation_service_pb2.SubmitResultRequest.DESCRIPTOR
+#: The defaults of a limit field of 0 (spec 13-limits.md, PLN-LIM-001).
+DEFAULT_MAX_MAP_ENTRIES = 1024
+DEFAULT_MAX_RANK = 32
+
+
+def duplicate_map_keys(raw: bytes, descriptor: Any, path: str = "") -> list[str]:
+    """Map keys that appear twice in one map of a serialized message (PLN-VAL-009).
+
+    Parsed from the wire bytes, since protobuf libraries merge repeated keys silently."""
+    out: list[str] = []
+    seen: dict[str, set[bytes]] = {}
+    # Occurrences of one singular message field merge into one message, as a parser does.
+    singular: dict[int, bytearray] = {}
+    for number, value in _wire_fields(raw):
+        member = descriptor.fields_by_number.get(number)
+        if member is None or not isinstance(value, bytes) or member.message_type is None:
+            continue
+        name = f"{path}{member.name}"
+        if member.message_type.GetOptions().map_entry:
+            key = next((v for n, v in _wire_fields(value) if n == 1), b"")
+            key_bytes = key if isinstance(key, bytes) else str(key).encode()
+            keys = seen.setdefault(name, set())
+            if key_bytes in keys:
+                out.append(f"{name}: key {key_bytes!r} twice")
+            keys.add(key_bytes)
+        elif member.is_repeated:
+            out.extend(duplicate_map_keys(value, member.message_type, name + "."))
+        else:
+            singular.setdefault(number, bytearray()).extend(value)
+    for number, merged in singular.items():
+        member = descriptor.fields_by_number[number]
+        out.extend(duplicate_map_keys(bytes(merged), member.message_type, f"{path}{member.name}."))
+    return out
+
+
+def _wire_fields(raw: bytes) -> list[tuple[int, int | bytes]]:
+    """(field number, varint or length-delimited bytes) of each field; fixed ones as ints."""
+    fields: list[tuple[int, int | bytes]] = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            byte = raw[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return result
+
+    while i < len(raw):
+        tag = varint()
+        number, kind = tag >> 3, tag & 7
+        if kind == 0:
+            fields.append((number, varint()))
+        elif kind == 2:
+            size = varint()
+            fields.append((number, raw[i : i + size]))
+            i += size
+        elif kind in (1, 5):
+            width = 8 if kind == 1 else 4
+            fields.append((number, int.from_bytes(raw[i : i + width], "little")))
+            i += width
+        else:
+            raise ValueError(f"wire type {kind} is not used by Pollen")
+    return fields
+
+
+def _with_config_order(task: task_pb2.Task, kind: str, order: list[str]) -> bytes:
+    """The task's bytes with its config entries in `order` (PLN-VAL-010): the instruction
+    without config, then one more occurrence of it per entry, which parsers merge."""
+    instruction = getattr(task, kind)
+    if sorted(order) != sorted(instruction.config):
+        raise ModelError(f"config_order {order} names other keys than {sorted(instruction.config)}")
+    entries = {key: instruction.config[key] for key in order}
+    bare = task_pb2.Task()
+    bare.CopyFrom(task)
+    getattr(bare, kind).ClearField("config")
+    number = task_pb2.Task.DESCRIPTOR.fields_by_name[kind].number
+    data = bare.SerializeToString()
+    for key, value in entries.items():
+        part = type(instruction)()
+        part.config[key].CopyFrom(value)
+        body = part.SerializeToString()
+        data += _varint(number << 3 | 2) + _varint(len(body)) + body
+    return data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def _value(value: ConfigValue) -> value_pb2.Value:
@@ -1107,7 +1301,7 @@ def validate(case: Case) -> None:
             )
         if kinds[0] == "task":
             body = step["task"]
-            if "raw_task_hex" not in body:
+            if "raw_task_hex" not in body and not body.get("again"):
                 kind = [k for k in _INSTRUCTIONS if k in body]
                 if len(kind) != 1:
                     raise ModelError(

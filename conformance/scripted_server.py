@@ -33,6 +33,8 @@ Handler = Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[bytes]
 #: result unless a run asks for them (PLN-HS-019), so there is nothing to gain from them.
 HARNESS_CODECS = ("raw", "zstd")
 HARNESS_FEATURES = ("query",)
+#: The calls of which a client may have only one in flight at a time (PLN-GEN-005).
+EXCLUSIVE_RPCS = frozenset({"Handshake", "PollTask", "SubmitResult", "Leave"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +66,8 @@ class Fault:
     code: ErrorCode | int | None = None
     retry_after_ms: int = 0
     retryable: bool | None = None
+    #: Error.message; empty for the code's meaning (PLN-ERR-005 cases make it mislead).
+    message: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +160,9 @@ class ScriptedServer:
         self.upload_corruptions = 0
         #: (rpc, seconds left before the call's deadline or None, PollTask wait_ms) per call.
         self.deadlines: list[tuple[str, float | None, int]] = []
+        #: Exclusive calls being handled now, and every overlap seen (PLN-GEN-005).
+        self.in_flight: list[tuple[str, grpc.aio.ServicerContext[Any, Any]]] = []
+        self.overlaps: list[str] = []
         self._server: grpc.aio.Server | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -185,6 +192,7 @@ class ScriptedServer:
         if self._server is not None:
             await self._server.stop(0)
             self._server = None
+        self.in_flight.clear()
 
     async def note(self, direction: str, rpc: str, summary: str, **data: Any) -> Event:
         event = Event(t=self.clock(), direction=direction, rpc=rpc, summary=summary, data=data)
@@ -244,18 +252,32 @@ class ScriptedServer:
     def _guard(self, rpc: str, handler: Handler) -> Handler:
         async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             self.deadlines.append((rpc, context.time_remaining(), _wait_ms(rpc, raw)))
-            fault = self._take_fault(rpc)
-            if fault is not None:
-                task_id = ""
-                if rpc == "SubmitResult":
-                    task_id = federation_service_pb2.SubmitResultRequest.FromString(
-                        raw
-                    ).result.task_id
-                await self.note("c>s", rpc, f"{rpc} {task_id} (failed by script)", task_id=task_id)
-                await self._fail(context, rpc, fault)
-            return await handler(raw, context)
+            if rpc not in EXCLUSIVE_RPCS:
+                return await self._handle(rpc, handler, raw, context)
+            busy = [r for r, c in self.in_flight if not c.cancelled() and not c.done()]
+            if busy:
+                self.overlaps.append(f"{rpc} at {self.clock():.3f} s while {busy[0]} in flight")
+            token = (rpc, context)
+            self.in_flight.append(token)
+            try:
+                return await self._handle(rpc, handler, raw, context)
+            finally:
+                if token in self.in_flight:
+                    self.in_flight.remove(token)
 
         return call
+
+    async def _handle(
+        self, rpc: str, handler: Handler, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        fault = self._take_fault(rpc)
+        if fault is not None:
+            task_id = ""
+            if rpc == "SubmitResult":
+                task_id = federation_service_pb2.SubmitResultRequest.FromString(raw).result.task_id
+            await self.note("c>s", rpc, f"{rpc} {task_id} (failed by script)", task_id=task_id)
+            await self._fail(context, rpc, fault)
+        return await handler(raw, context)
 
     def _take_fault(self, rpc: str) -> Fault | None:
         for fault in self.faults:
@@ -270,7 +292,10 @@ class ScriptedServer:
         metadata: tuple[tuple[str, bytes], ...] = ()
         if fault.code is not None:
             trailer = error_trailer(
-                fault.code, retry_after_ms=fault.retry_after_ms, retryable=fault.retryable
+                fault.code,
+                message=fault.message,
+                retry_after_ms=fault.retry_after_ms,
+                retryable=fault.retryable,
             )
             metadata = ((ERROR_TRAILER, trailer),)
         if fault.code is None:
@@ -348,6 +373,15 @@ class ScriptedServer:
         if self.policy.get("unknown_fields"):
             # Field 99 (varint 1) and field 100 (bytes "abc"), numbers no version uses.
             data += b"\x98\x06\x01\xa2\x06\x03abc"
+        pad = int(self.policy.get("pad_bytes", 0))
+        if pad:
+            # An unknown bytes field 101 that brings the response to exactly `pad` bytes
+            # more than it had (tag 2 bytes, length 4 bytes): for size limits (PLN-TRN-019).
+            body = pad - 6
+            if body < 0x200000:
+                raise ValueError("pad_bytes must be at least 2 MiB")
+            length = bytes([(body >> s) & 0x7F | (0x80 if s < 21 else 0) for s in (0, 7, 14, 21)])
+            data += b"\xaa\x06" + length + b"\0" * body
         await self.note(
             "s>c",
             "Handshake",

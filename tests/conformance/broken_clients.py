@@ -80,12 +80,27 @@ def cancelled_fatal() -> None:
     errors.retry_for_status = retry_for_status  # type: ignore[attr-defined]
 
 
+def rerun_redelivered() -> None:
+    """The SDK forgets a result once it is sent and runs a task delivered again a second
+    time (PLN-TSK-015)."""
+    from reference_client import session
+
+    begin = session.Session._begin_work
+
+    def begin_work(self: session.Session, task: Any, received_at: float) -> None:
+        self.answered.pop(task.task_id, None)
+        begin(self, task, received_at)
+
+    session.Session._begin_work = begin_work  # type: ignore[method-assign]
+
+
 VARIANTS = {
     "big-endian-tensors": big_endian_tensors,
     "ignore-deadlines": ignore_deadlines,
     "retry-everything": retry_everything,
     "no-backoff": no_backoff,
     "cancelled-fatal": cancelled_fatal,
+    "rerun-redelivered": rerun_redelivered,
 }
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ RUNS = (
         command=(sys.executable, str(BROKEN), "cancelled-fatal"),
         patterns=("errors/retryable/bare-*",),
     ),
+    Run(
+        name="rerun-redelivered",
+        command=(sys.executable, str(BROKEN), "rerun-redelivered"),
+        patterns=("lifecycle/redelivered-task",),
+    ),
 )
 
 
@@ -190,6 +195,14 @@ def test_retrying_without_backoff_fails_the_timing_cases(finished: dict[str, Fin
     }
     case = next(c for c in run.report["cases"] if c["name"] == "errors/retryable/backoff")
     assert "PLN-RTY-007" in {f["requirement"] for f in case["failures"]}
+
+
+def test_rerunning_a_redelivered_task_fails_its_case(finished: dict[str, Finished]) -> None:
+    run = finished["rerun-redelivered"]
+    assert run.status == 1, run.output
+    assert _failing(run) == {"lifecycle/redelivered-task"}
+    case = run.report["cases"][0]
+    assert {f["requirement"] for f in case["failures"]} == {"PLN-TSK-015"}
 
 
 def test_a_fatal_bare_cancelled_fails_the_cancelled_case(finished: dict[str, Finished]) -> None:

@@ -12,7 +12,13 @@ import pytest
 from conformance import coverage
 from conformance.cases import Case, CaseError, KnownFailing, load_cases, matches, select
 from conformance.cli import main as cli_main
-from conformance.client_runner import CaseResult, Failure, validate
+from conformance.client_runner import (
+    SUBMIT_REQUEST,
+    CaseResult,
+    Failure,
+    duplicate_map_keys,
+    validate,
+)
 from conformance.model import Oracle, make_array, make_value, same_value, stepped
 from conformance.report import judge, junit_xml, text_summary
 from pollen.dtypes import Dtype
@@ -204,3 +210,68 @@ def test_list_prints_every_case_with_its_requirements(capsys: pytest.CaptureFixt
     line = next(x for x in out if x.startswith("lifecycle/shutdown "))
     assert "MUST" in line
     assert "PLN-CTL-005" in line
+
+
+def test_duplicate_map_keys_are_found_on_the_wire() -> None:
+    # PLN-VAL-009: protobuf parsers merge a repeated key, so the harness reads the bytes.
+    from pollen._generated.pollen.v1 import federation_service_pb2
+
+    request = federation_service_pb2.SubmitResultRequest(session_id="s")
+    request.result.task_id = "t"
+    request.result.fit.metrics["a"].int_value = 1
+    request.result.fit.metrics["b"].int_value = 2
+    raw = request.SerializeToString()
+    assert duplicate_map_keys(raw, SUBMIT_REQUEST) == []
+    again = federation_service_pb2.SubmitResultRequest()
+    again.result.fit.metrics["a"].int_value = 3
+    # Two occurrences of the singular `result` merge: key "a" is then in one map twice.
+    assert duplicate_map_keys(raw + again.SerializeToString(), SUBMIT_REQUEST) == [
+        "result.fit.metrics: key b'a' twice"
+    ]
+
+
+def test_the_scripted_server_sees_overlapping_exclusive_calls() -> None:
+    # PLN-GEN-005: a SubmitResult sent while a PollTask is held is an overlap; a Heartbeat
+    # alongside is not, and neither are calls one after the other.
+    import asyncio
+    import time
+
+    import grpc
+
+    from conformance.scripted_server import ScriptedServer
+    from pollen._generated.pollen.v1 import federation_service_pb2 as fs
+
+    async def scenario() -> list[str]:
+        server = ScriptedServer(handshake={}, credentials=None, clock=time.monotonic)
+        port = await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+                def call(rpc: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+                    return channel.unary_unary(f"/pollen.v1.FederationService/{rpc}")
+
+                hello = fs.HandshakeRequest(node_id="n")
+                hello.versions.add(major=1)
+                reply = fs.HandshakeResponse.FromString(
+                    await call("Handshake")(hello.SerializeToString(), timeout=5)
+                )
+                session = reply.session_id
+                poll = fs.PollTaskRequest(session_id=session, wait_ms=800).SerializeToString()
+                beat = fs.HeartbeatRequest(session_id=session).SerializeToString()
+                await call("PollTask")(poll, timeout=5)
+                held = asyncio.ensure_future(call("PollTask")(poll, timeout=5))
+                await asyncio.sleep(0.3)
+                await call("Heartbeat")(beat, timeout=5)
+                assert server.overlaps == []
+                submit = fs.SubmitResultRequest(session_id=session)
+                submit.result.task_id = "t"
+                await call("SubmitResult")(submit.SerializeToString(), timeout=5)
+                await held
+        finally:
+            await server.stop()
+        return server.overlaps
+
+    overlaps = asyncio.run(scenario())
+    assert len(overlaps) == 1, overlaps
+    assert overlaps[0].startswith("SubmitResult")
+    assert "while PollTask in flight" in overlaps[0]
