@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from pollen import wire
-from pollen.blob import BlobRef
+from pollen.blob import BlobRef, iter_chunks
 
 
 class DownloadFrames:
@@ -33,20 +33,14 @@ class DownloadFrames:
         if offset % chunk == 0:
             return iter(self._framed(blob, chunk)[offset // chunk :])
         # A resume from inside a chunk: frame this stream's own chunks as they go.
-        view = self._read(blob)
-        return (
-            _frame(blob, start, view[start : start + chunk])
-            for start in range(offset, blob.size, chunk)
-        )
+        pieces = iter_chunks(self._read(blob), chunk, offset=offset)
+        return (_frame(blob, start, data) for start, data in pieces)
 
     def _framed(self, blob: BlobRef, chunk: int) -> list[bytes]:
         frames = self._frames.get((blob.sha256, chunk))
         if frames is None:
-            view = self._read(blob)
-            frames = [
-                _frame(blob, start, view[start : start + chunk])
-                for start in range(0, blob.size, chunk)
-            ]
+            pieces = iter_chunks(self._read(blob), chunk)
+            frames = [_frame(blob, start, data) for start, data in pieces]
             self._frames[(blob.sha256, chunk)] = frames
         return frames
 

@@ -53,19 +53,6 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         done += os.pwrite(fd, data[done:], offset + done)
 
 
-def pread_exact(fd: int, size: int, offset: int) -> bytes:
-    """Read exactly `size` bytes at `offset`; a short file is an error, never a short read."""
-    parts = []
-    done = 0
-    while done < size:
-        part = os.pread(fd, size - done, offset + done)
-        if not part:
-            raise OSError(f"file ended {size - done} bytes early")
-        parts.append(part)
-        done += len(part)
-    return b"".join(parts)
-
-
 def hash_file(path: Path) -> tuple[bytes, int]:
     """SHA-256 and length of a file, read in fixed-size pieces into one reused buffer."""
     digest = hashlib.sha256()

@@ -25,19 +25,17 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pollen.blob import BlobRef, BytesLike, blob_ref
 from pollen.errors import BlobDigestMismatch, BlobNotFound, InvalidArgument, LimitExceeded
 from reference_server.store._files import (
-    STREAM_CHUNK,
     ensure_dir,
     fsync_dir,
     fsync_file,
     hash_file,
-    pread_exact,
     pwrite_all,
     size_or_none,
 )
@@ -153,52 +151,6 @@ class BlobStore:
             if ref.size == 0:
                 return memoryview(b"")
             return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
-
-    def read_range(self, ref: BlobRef, offset: int, size: int) -> bytes:
-        """`size` bytes of the blob from `offset`."""
-        total = self._checked_size(ref)
-        if offset < 0 or size < 0 or offset + size > total:
-            raise InvalidArgument(
-                f"range [{offset}, {offset + size}) lies outside the blob of {total} bytes",
-                field="offset",
-            )
-        fd = self._open(ref)
-        try:
-            return pread_exact(fd, size, offset)
-        finally:
-            os.close(fd)
-
-    def iter_read(
-        self, ref: BlobRef, chunk_size: int = STREAM_CHUNK, *, offset: int = 0
-    ) -> Iterator[bytes]:
-        """The blob from `offset` on, in chunks of at most `chunk_size` bytes.
-
-        Problems (unknown blob, bad offset) raise here, not at the first chunk. When nothing
-        is left (offset == size, the empty blob included) it yields one empty chunk, which
-        is what a download stream must send then (PLN-BLB-008).
-        """
-        if chunk_size <= 0:
-            raise InvalidArgument(f"chunk size must be > 0, got {chunk_size}", field="chunk_size")
-        total = self._checked_size(ref)
-        if not 0 <= offset <= total:
-            raise InvalidArgument(
-                f"offset {offset} is outside the blob of {total} bytes", field="offset"
-            )
-        return self._chunks(self._path(ref), offset, total, chunk_size)
-
-    @staticmethod
-    def _chunks(path: Path, offset: int, total: int, chunk_size: int) -> Iterator[bytes]:
-        if offset == total:
-            yield b""
-            return
-        with path.open("rb", buffering=0) as file:
-            file.seek(offset)
-            while offset < total:
-                chunk = file.read(min(chunk_size, total - offset))
-                if not chunk:
-                    raise BlobNotFound(f"blob file {path.name} ended early", field="sha256")
-                offset += len(chunk)
-                yield chunk
 
     def verify(self, ref: BlobRef) -> bool:
         """Whether the stored file hashes to the ref (reads the whole file, streaming)."""

@@ -7,8 +7,6 @@ import pytest
 from tests.examples.deployment import deploy, load, simulate
 from tests.integration.harness import Processes
 
-pytest.importorskip("sklearn")
-
 
 def test_simulation_learns_the_digits(tmp_path: Path) -> None:
     history = simulate("numpy_digits", tmp_path, "--clients", "20", "--rounds", "5")

@@ -7,8 +7,10 @@ import pytest
 from tests.examples.deployment import deploy, simulate
 from tests.integration.harness import Processes
 
-pytest.importorskip("torch")
-pytest.importorskip("sklearn")
+pytest.importorskip(
+    "torch",
+    reason="torch is not a project dependency (examples/pytorch_digits/requirements.txt)",
+)
 
 
 def test_simulation_learns_the_digits(tmp_path: Path) -> None:

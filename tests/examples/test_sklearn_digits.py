@@ -2,12 +2,8 @@
 
 from pathlib import Path
 
-import pytest
-
 from tests.examples.deployment import deploy, simulate
 from tests.integration.harness import Processes
-
-pytest.importorskip("sklearn")
 
 
 def test_simulation_learns_from_shards(tmp_path: Path) -> None:

@@ -87,7 +87,6 @@ def test_bad_settings_are_reported_not_raised(
 
 
 def test_the_demo_reaches_its_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("sklearn")
     assert main(["--output", str(tmp_path), "--run-id", "demo", "--no-progress"]) == 0
     history = json.loads((tmp_path / "demo" / "history.json").read_text())
     settings = history["settings"]

@@ -59,7 +59,6 @@ def test_in_process_runs_each_node_and_reports_factory_failures() -> None:
 
 @pytest.fixture(scope="module")
 def ray_executor() -> Iterator[RayExecutor]:
-    pytest.importorskip("ray")
     # Small batches: many Ray tasks, finishing out of order.
     executor = RayExecutor(
         build,

@@ -96,8 +96,6 @@ def test_reads_of_unknown_or_mis_sized_blobs_fail(tmp_path: Path) -> None:
     unknown = blob_ref(b"unknown")
     for read in (
         lambda: blobs.read(unknown),
-        lambda: blobs.read_range(unknown, 0, 1),
-        lambda: blobs.iter_read(unknown, 10),
         lambda: blobs.size(unknown),
     ):
         with pytest.raises(BlobNotFound, match=unknown.hex):
@@ -109,33 +107,6 @@ def test_reads_of_unknown_or_mis_sized_blobs_fail(tmp_path: Path) -> None:
         blobs.read(wrong)
     with pytest.raises(InvalidArgument, match="32 bytes"):
         blobs.has(BlobRef(sha256=b"short", size=1))
-
-
-def test_read_range(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
-    ref = blobs.put(DATA)
-    assert blobs.read_range(ref, 100, 250) == DATA[100:350]
-    assert blobs.read_range(ref, 5000, 0) == b""
-    assert blobs.read_range(ref, 0, 5000) == DATA
-    for offset, size in [(-1, 1), (4999, 2), (0, -1), (5001, 0)]:
-        with pytest.raises(InvalidArgument, match="outside the blob"):
-            blobs.read_range(ref, offset, size)
-
-
-def test_iter_read_streams_from_an_offset(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
-    ref = blobs.put(DATA)
-    chunks = list(blobs.iter_read(ref, 1024))
-    assert [len(c) for c in chunks] == [1024] * 4 + [904]
-    assert b"".join(chunks) == DATA
-    assert b"".join(blobs.iter_read(ref, 1000, offset=4500)) == DATA[4500:]
-    # Nothing left to send is one empty chunk, as a download stream needs (PLN-BLB-008).
-    assert list(blobs.iter_read(ref, 1000, offset=5000)) == [b""]
-    assert list(blobs.iter_read(blobs.put(b""), 1000)) == [b""]
-    with pytest.raises(InvalidArgument, match="offset 5001"):
-        blobs.iter_read(ref, 10, offset=5001)  # raised at the call, before any iteration
-    with pytest.raises(InvalidArgument, match="chunk size"):
-        blobs.iter_read(ref, 0)
 
 
 def test_gc_keeps_what_is_named_and_what_is_young(tmp_path: Path) -> None:
