@@ -97,6 +97,8 @@ class TlsFiles:
     server_key: Path
     ca: Path
     other_ca: Path
+    #: node id -> (certificate, key) of a client certificate naming that node.
+    clients: Mapping[str, tuple[Path, Path]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,7 +251,8 @@ class _Play:
         self._check_deadlines()
 
     def _check_deadlines(self) -> None:
-        for rpc, left, wait_ms in self.server.deadlines:
+        for call in self.server.calls:
+            rpc, left, wait_ms = call.rpc, call.left, call.wait_ms
             if left is None or left > 24 * 3600:
                 self.fail("every call", f"{rpc} with a deadline", "no deadline", "PLN-TRN-014")
                 return
@@ -773,10 +776,16 @@ class _Play:
     async def gaps_step(self, where: str, step: Mapping[str, Any]) -> None:
         spec = step["check_gaps"]
         rpc = str(spec["rpc"])
-        since = self.marks.get(rpc, 0)
-        calls = [e.t for e in self.server.events[since:] if e.rpc == rpc and e.direction == "c>s"]
+        calls = self._calls_since_mark(rpc)
         minimums = [float(x) / 1000 for x in spec.get("min_ms", [])]
         maximums = [float(x) / 1000 for x in spec.get("max_ms", [])]
+        if like := spec.get("max_like"):
+            # Bounds from the program's own earlier retries (of like["rpc"]), so a client
+            # configured with longer delays than the defaults (PLN-RTY-008) is judged fairly:
+            # two draws of the same delay differ by 1.2 / 0.8 = 1.5x at most.
+            earlier = [b - a for a, b in itertools.pairwise(self._calls_since_mark(like["rpc"]))]
+            retries = int(like.get("retries", len(minimums)))
+            maximums = [gap * float(like.get("factor", 1.5)) for gap in earlier[:retries]]
         need = max(len(minimums), len(maximums)) + 1
         if len(calls) < need:
             self.fail(
@@ -805,6 +814,11 @@ class _Play:
                     f"{gaps[n]:.3f} s",
                     spec.get("max_requirement", "PLN-RTY-008"),
                 )
+
+    def _calls_since_mark(self, rpc: str) -> list[float]:
+        """When `rpc` was called since the last fault step for it."""
+        since = self.marks.get(rpc, 0)
+        return [e.t for e in self.server.events[since:] if e.rpc == rpc and e.direction == "c>s"]
 
     async def drop_step(self, where: str, step: Mapping[str, Any]) -> None:
         spec = step["drop"] or {}
@@ -840,10 +854,16 @@ class _Play:
             )
         left_session = leave[1].data.get("session_id") if leave else None
         latest = delay + 5 + self.grace
+        mark = self.cursor
+        # The timing rules are about the first Handshake sent, failed by the script or not.
+        first = await self.next_event(
+            lambda e: e.rpc == "Handshake" and e.direction == "c>s", latest + 1
+        )
+        self.cursor = mark
         hello = await self.next_event(
             # The first Handshake the server answers; ones failed by the script come before.
             lambda e: e.rpc == "Handshake" and e.direction == "c>s" and "request" in e.data,
-            latest + 1,
+            latest + 30,
         )
         submitted = [
             e
@@ -857,10 +877,13 @@ class _Play:
                 submitted[0].summary,
                 "PLN-CTL-002",
             )
-        if hello is None:
+        if first is None:
             self.fail(where, f"a new Handshake within {latest:.1f} s", "none", "PLN-CTL-003")
             raise CaseFailed
-        waited = hello[1].t - sent[1].t
+        if hello is None:
+            self.fail(where, "a new session after the reconnect", "no Handshake", "PLN-CTL-002")
+            raise CaseFailed
+        waited = first[1].t - sent[1].t
         if waited < delay - 0.02:
             self.fail(
                 where,
@@ -969,7 +992,10 @@ class _Play:
         spec = step["expect_calls"]
         await self.quiet(float(spec.get("during_ms", 0)) / 1000)
         rpc = str(spec["rpc"])
-        count = sum(1 for e in self.server.events if e.rpc == rpc and e.direction == "c>s")
+        calls = [e for e in self.server.events if e.rpc == rpc and e.direction == "c>s"]
+        if "reason" in spec:  # Leave calls with this reason only
+            calls = [c for c in calls if c.data.get("reason") == f"LEAVE_REASON_{spec['reason']}"]
+        count = len(calls)
         if "max" in spec and count > int(spec["max"]):
             self.fail(
                 where,
@@ -1111,6 +1137,70 @@ class _Play:
             body = {"parameters": [{"dtype": "float32", "shape": shape}], **spec}
             await self.task_step(f"{where} ({label})", {"task": {"fit": body}, "expect": expect})
 
+    async def transport_step(self, where: str, step: Mapping[str, Any]) -> None:
+        """Recommendations on the transport, judged over every call so far (SHOULD cases)."""
+        spec = step["check_transport"] or {}
+        calls = self.server.calls
+        negotiated = self.server.negotiated
+        assert negotiated is not None
+        if spec.get("poll_margin"):
+            for call in calls:
+                wait = min(call.wait_ms, negotiated.max_poll_wait_ms) / 1000
+                if call.rpc == "PollTask" and call.left is not None and call.left < wait + 4.9:
+                    self.fail(
+                        where,
+                        f"a PollTask deadline at least 5 s past its wait of {wait:.2f} s",
+                        f"{call.left:.2f} s left on arrival",
+                        "PLN-TRN-016",
+                    )
+                    break
+        if spec.get("one_connection"):
+            peers = sorted({call.peer for call in calls})
+            if len(peers) > 1:
+                self.fail(where, "every call over one connection", ", ".join(peers), "PLN-TRN-004")
+        if spec.get("new_connection_after_reconnect"):
+            leave = next((i for i, c in enumerate(calls) if c.rpc == "Leave"), None)
+            hello = next((c for c in calls[(leave or 0) + 1 :] if c.rpc == "Handshake"), None)
+            if leave is None or hello is None:
+                self.fail(where, "a Leave, then a Handshake", "not both", "PLN-CTL-009")
+            elif hello.peer == calls[leave].peer:
+                self.fail(
+                    where,
+                    "the Handshake after a reconnect over a new connection",
+                    f"the old one ({hello.peer})",
+                    "PLN-CTL-009",
+                )
+
+    async def heartbeat_step(self, where: str, step: Mapping[str, Any]) -> None:
+        """Heartbeats of the last task: its task_id, every half interval, short deadlines."""
+        negotiated = self.server.negotiated
+        assert negotiated is not None
+        half = negotiated.heartbeat_interval_ms / 2000
+        beats = [e for e in self.server.events if e.rpc == "Heartbeat" and e.direction == "c>s"]
+        if not beats:
+            self.fail(where, "Heartbeats while working", "none", "PLN-SES-008")
+            return
+        task_id = beats[-1].data["request"].task_id
+        if not task_id:
+            self.fail(where, "a Heartbeat naming the task in progress", "no task_id", "PLN-SES-008")
+        times = [e.t for e in beats if e.data["request"].task_id == task_id]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        if gaps and max(gaps) > half + self.grace:
+            self.fail(
+                where,
+                f"a Heartbeat every {half:.2f} s (half the interval)",
+                f"a gap of {max(gaps):.2f} s",
+                "PLN-SES-024",
+            )
+        lefts = [c.left for c in self.server.calls if c.rpc == "Heartbeat" and c.left is not None]
+        if lefts and max(lefts) > half + 0.05:
+            self.fail(
+                where,
+                f"Heartbeat deadlines of {half:.2f} s at most",
+                f"{max(lefts):.2f} s left on arrival",
+                "PLN-SES-024",
+            )
+
     async def in_flight_step(self, where: str, step: Mapping[str, Any]) -> None:
         for overlap in self.server.overlaps[:1]:
             self.fail(
@@ -1145,6 +1235,8 @@ _STEPS: dict[str, Callable[[_Play, str, Mapping[str, Any]], Any]] = {
     "check_downloads": _Play.download_step,
     "upload_breaks": _Play.upload_step,
     "check_in_flight": _Play.in_flight_step,
+    "check_transport": _Play.transport_step,
+    "check_heartbeats": _Play.heartbeat_step,
     "probe_declared_limits": _Play.declared_limits_step,
 }
 

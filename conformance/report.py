@@ -1,7 +1,8 @@
 """Verdicts and reports: known-failing lists, report.json, junit.xml and the text summary.
 
 Outcomes of a case: PASS; FAIL (a MUST case, or a SHOULD case under --strict); WARN (a
-SHOULD or MAY case that failed without --strict); SKIP (a capability the program does not
+SHOULD or MAY case that failed without --strict, or a MUST case whose every failure cites a
+SHOULD or MAY requirement); SKIP (a capability the program does not
 advertise); ERROR (the harness could not play the case); XFAIL (failed, and listed as known
 failing); XPASS (listed, but passed: the list is stale, which fails the run).
 """
@@ -16,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance.cases import LEVELS, KnownFailing, matches
+from conformance.cases import (
+    LEVELS,
+    REQUIREMENTS,
+    KnownFailing,
+    matches,
+    requirement_texts,
+)
 from conformance.client_runner import CaseResult
 
 REPORT_SCHEMA = "pollen.conformance.report/1"
@@ -58,12 +65,14 @@ def judge(results: Sequence[CaseResult], known: Sequence[KnownFailing], *, stric
     """Apply levels, --strict and the known-failing list to raw case results."""
     used: set[int] = set()
     verdicts: list[Verdict] = []
+    texts = requirement_texts() if REQUIREMENTS.exists() else {}
+    levels = {rid: entry["level"] for rid, entry in texts.items()}
     for result in results:
         entry = next((k for k in known if matches(k.pattern, result.case.name)), None)
         if entry is not None:
             used.add(id(entry))
         outcome = result.outcome
-        if outcome == "FAIL" and result.case.level != "MUST" and not strict:
+        if outcome == "FAIL" and _severity(result, levels) != "MUST" and not strict:
             outcome = "WARN"
         if entry is not None:
             if outcome in ("FAIL", "WARN"):
@@ -75,6 +84,15 @@ def judge(results: Sequence[CaseResult], known: Sequence[KnownFailing], *, stric
         )
     unmatched = tuple(k for k in known if id(k) not in used)
     return Summary(verdicts=tuple(verdicts), unmatched=unmatched, strict=strict)
+
+
+def _severity(result: CaseResult, levels: Mapping[str, str]) -> str:
+    """A failure weighs what the requirement it breaks weighs: a MUST case whose failures
+    all cite SHOULD or MAY requirements (a timing recommendation, say) only warns."""
+    cited = [f.requirement for f in result.failures]
+    if cited and all(levels.get(r) in ("SHOULD", "MAY") for r in cited):
+        return "SHOULD"
+    return result.case.level
 
 
 def _case_json(verdict: Verdict, texts: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:

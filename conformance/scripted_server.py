@@ -38,6 +38,20 @@ EXCLUSIVE_RPCS = frozenset({"Handshake", "PollTask", "SubmitResult", "Leave"})
 
 
 @dataclass(frozen=True, kw_only=True)
+class Call:
+    """One call as the server saw it arrive."""
+
+    rpc: str
+    t: float
+    #: Seconds left before the call's deadline, None without one.
+    left: float | None
+    #: PollTask's wait_ms (0 for the others).
+    wait_ms: int
+    #: The client's end of the connection (gRPC's peer string), one per HTTP/2 connection.
+    peer: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Event:
     """One thing seen or done on the wire, at `t` seconds since the case started."""
 
@@ -158,8 +172,8 @@ class ScriptedServer:
         self.uploads: dict[bytes, bytearray] = {}
         self.upload_breaks = 0
         self.upload_corruptions = 0
-        #: (rpc, seconds left before the call's deadline or None, PollTask wait_ms) per call.
-        self.deadlines: list[tuple[str, float | None, int]] = []
+        #: Every call as it arrived: its deadline, wait and connection.
+        self.calls: list[Call] = []
         #: Exclusive calls being handled now, and every overlap seen (PLN-GEN-005).
         self.in_flight: list[tuple[str, grpc.aio.ServicerContext[Any, Any]]] = []
         self.overlaps: list[str] = []
@@ -251,7 +265,15 @@ class ScriptedServer:
 
     def _guard(self, rpc: str, handler: Handler) -> Handler:
         async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-            self.deadlines.append((rpc, context.time_remaining(), _wait_ms(rpc, raw)))
+            self.calls.append(
+                Call(
+                    rpc=rpc,
+                    t=self.clock(),
+                    left=context.time_remaining(),
+                    wait_ms=_wait_ms(rpc, raw),
+                    peer=context.peer(),
+                )
+            )
             if rpc not in EXCLUSIVE_RPCS:
                 return await self._handle(rpc, handler, raw, context)
             busy = [r for r, c in self.in_flight if not c.cancelled() and not c.done()]

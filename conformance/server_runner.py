@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import signal
 import socket
+import ssl
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ import grpc
 import numpy as np
 
 from conformance.cases import Case
-from conformance.client_runner import CaseFailed, CaseResult, Failure
+from conformance.client_runner import CaseFailed, CaseResult, Failure, TlsFiles
 from pollen._generated.pollen.v1 import (
     blob_service_pb2,
     error_pb2,
@@ -35,7 +38,9 @@ from pollen._generated.pollen.v1 import (
     tensor_pb2,
 )
 from pollen.errors import ERROR_TABLE, ErrorCode
+from pollen.limits import Limits
 from pollen.services import ERROR_TRAILER
+from pollen.state import TASK
 
 START_TIMEOUT_S = 30.0
 GRACE_S = 0.5
@@ -58,6 +63,8 @@ class Reply:
     elapsed: float
     #: Size of the pollen-error-bin trailer as sent (0: none), on failures and successes.
     trailer_bytes: int = 0
+    #: The gRPC status message of a failed call.
+    details: str = ""
 
     @property
     def code(self) -> str:
@@ -72,10 +79,13 @@ class _Peer:
     Every reply also goes to `seen`, which judges the rules that hold for all of them (no
     trailer on success, trailer size, no client-only codes)."""
 
-    def __init__(self, address: str, seen: Callable[[str, Reply], None]) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
+    def __init__(
+        self,
+        address: str,
+        seen: Callable[[str, Reply], None],
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.channel = _channel(address, credentials)
         self.seen = seen
 
     async def call(self, path: str, request: bytes, *, timeout: float = 10.0) -> Reply:
@@ -92,6 +102,7 @@ class _Peer:
                 error=_trailer(exc.trailing_metadata()),
                 elapsed=time.monotonic() - started,
                 trailer_bytes=_trailer_bytes(exc.trailing_metadata()),
+                details=exc.details() or "",
             )
         else:
             reply = Reply(
@@ -131,6 +142,25 @@ class _Peer:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+def _client_credentials(tls: TlsFiles | None, node: str) -> grpc.ChannelCredentials | None:
+    """Trust in the harness CA, presenting the client certificate that names `node`."""
+    if tls is None:
+        return None
+    cert, key = tls.clients[node]
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.ca.read_bytes(),
+        private_key=key.read_bytes(),
+        certificate_chain=cert.read_bytes(),
+    )
 
 
 def _trailer_bytes(metadata: Any) -> int:
@@ -175,17 +205,22 @@ def _hello(
 
 
 class _Play:
-    def __init__(self, case: Case, address: str) -> None:
+    def __init__(self, case: Case, address: str, tls: TlsFiles | None = None) -> None:
         self.case = case
         self.address = address
+        #: Set for the mutual-TLS cases: a peer presents the certificate of its node.
+        self.tls = tls
         self.failures: list[Failure] = []
         self.peers: list[_Peer] = []
         #: Kills the server and starts it again on the same state folder; False when the
         #: new process does not listen in time.
         self.restart: Callable[[], Awaitable[bool]] | None = None
+        #: Sends SIGTERM to the server (an operator's stop), without waiting for it to exit.
+        self.terminate: Callable[[], None] | None = None
 
-    def peer(self) -> _Peer:
-        peer = _Peer(self.address, self.seen)
+    def peer(self, node: str = "conformance-a") -> _Peer:
+        """A new connection; under mutual TLS it presents the certificate naming `node`."""
+        peer = _Peer(self.address, self.seen, _client_credentials(self.tls, node))
         self.peers.append(peer)
         return peer
 
@@ -283,7 +318,7 @@ class _Play:
         self, step: str
     ) -> tuple[tuple[_Peer, PB.HandshakeResponse, task_pb2.Task], ...]:
         """Two nodes, a then b, each with its round 1 task (the run starts at the second)."""
-        a, b = self.peer(), self.peer()
+        a, b = self.peer(), self.peer("conformance-b")
         ha = await self.handshake(a, "conformance-a", step)
         hb = await self.handshake(b, "conformance-b", step)
         ta, tb = await asyncio.gather(
@@ -310,7 +345,15 @@ class _Play:
         )
 
     async def model(self, peer: _Peer, session: str, task: task_pb2.Task, step: str) -> list[Any]:
-        return [await self.fetch(peer, session, t, step) for t in task.fit.parameters]
+        """The parameters of a fit or evaluate instruction."""
+        instruction = task.evaluate if task.HasField("evaluate") else task.fit
+        return [await self.fetch(peer, session, t, step) for t in instruction.parameters]
+
+    def kind(self, task: task_pb2.Task, want: str, step: str, requirement: str) -> None:
+        """The task holds a `want` instruction, or the case cannot go on."""
+        got = task.WhichOneof("instruction")
+        if not self.check(got == want, step, f"a {want} instruction", str(got), requirement):
+            raise CaseFailed
 
     def exact(
         self, got: Sequence[Any], want: Sequence[Any], step: str, what: str, rid: str
@@ -324,8 +367,10 @@ class _Play:
             same, step, what, f"{[np.asarray(g).ravel()[:4].tolist() for g in got]}", rid
         )
 
-    async def handshake(self, peer: _Peer, node: str, step: str) -> PB.HandshakeResponse:
-        reply = await peer.call(_fed("Handshake"), _hello(node))
+    async def handshake(
+        self, peer: _Peer, node: str, step: str, *, features: Sequence[str] = ()
+    ) -> PB.HandshakeResponse:
+        reply = await peer.call(_fed("Handshake"), _hello(node, features=features))
         if not self.check(
             reply.data is not None,
             step,
@@ -946,7 +991,11 @@ def fit_result(
 
 
 def plus(step_value: float) -> list[Any]:
-    return [m + np.float32(step_value) for m in initial_model()]
+    return plus_of(initial_model(), step_value)
+
+
+def plus_of(model: Sequence[Any], step_value: float) -> list[Any]:
+    return [m + np.float32(step_value) for m in model]
 
 
 async def _keep_polling(
@@ -1005,6 +1054,632 @@ async def resubmits(play: _Play, step: str) -> None:
     )
     # A result for a task of the previous, committed round: the reply of its closed state.
     play.accepted(await play.submit(a, sa, first), step, "PLN-TSK-030", duplicate=True)
+
+
+def evaluate_result(task: task_pb2.Task, loss: float, examples: int) -> task_pb2.TaskResult:
+    result = task_pb2.TaskResult(task_id=task.task_id)
+    result.evaluate.loss = loss
+    result.evaluate.num_examples = examples
+    return result
+
+
+def query_result(task: task_pb2.Task, tensors: Sequence[Any], examples: int) -> task_pb2.TaskResult:
+    result = task_pb2.TaskResult(task_id=task.task_id)
+    result.query.num_examples = examples
+    result.query.metrics["count"].int_value = max(examples, 0)
+    for i, item in enumerate(tensors):
+        array = np.asarray(item, dtype="<f4")
+        result.query.tensors.add(
+            dtype=tensor_pb2.DTYPE_FLOAT32,
+            shape=list(array.shape),
+            codec="raw",
+            name=f"t{i}",
+            inline_data=array.tobytes(),
+        )
+    return result
+
+
+async def evaluate_phases(play: _Play, step: str) -> None:
+    """Annex C.5 `evaluate`: each round's evaluate phase carries its aggregate; any loss counts."""
+    (a, ha, ta), (b, hb, tb) = await play.pair(step)
+    sa, sb = ha.session_id, hb.session_id
+    model = plus(0)
+    for rnd, (loss_a, loss_b, examples_b) in enumerate(
+        ((math.nan, 1.0, 0), (math.inf, -math.inf, -1)), start=1
+    ):
+        play.kind(ta, "fit", step, "PLN-CNF-031")
+        play.kind(tb, "fit", step, "PLN-CNF-031")
+        play.accepted(
+            await play.submit(a, sa, fit_result(ta, plus_of(model, 1), 1)), step, "PLN-TSK-028"
+        )
+        play.accepted(
+            await play.submit(b, sb, fit_result(tb, plus_of(model, 3), 3)), step, "PLN-TSK-028"
+        )
+        model = plus_of(model, 2.5)
+        ea, eb = await asyncio.gather(play.poll_task(a, sa, step), play.poll_task(b, sb, step))
+        play.kind(ea, "evaluate", step, "PLN-CNF-031")
+        play.kind(eb, "evaluate", step, "PLN-CNF-031")
+        play.check(
+            ea.round == rnd, step, f"an evaluate task of round {rnd}", str(ea.round), "PLN-RND-004"
+        )
+        play.exact(
+            await play.model(a, sa, ea, step),
+            model,
+            step,
+            f"round {rnd}'s evaluate parameters = its FedAvg aggregate exactly (x + {2.5 * rnd})",
+            "PLN-RND-008",
+        )
+        play.accepted(await play.submit(a, sa, evaluate_result(ea, loss_a, 2)), step, "PLN-EVL-002")
+        if examples_b > 0:
+            play.accepted(
+                await play.submit(b, sb, evaluate_result(eb, loss_b, examples_b)),
+                step,
+                "PLN-EVL-002",
+            )
+        else:
+            play.expect_error(
+                step,
+                await play.submit(b, sb, evaluate_result(eb, loss_b, examples_b)),
+                ErrorCode.UPDATE_REJECTED,
+                "PLN-EVL-003",
+                path="result.evaluate.num_examples",
+            )
+            play.expect_error(
+                step,
+                await play.submit(b, sb, evaluate_result(eb, loss_b, 5)),
+                ErrorCode.UPDATE_REJECTED,
+                "PLN-TSK-030",
+            )
+        if rnd == 1:
+            ta, tb = await asyncio.gather(play.poll_task(a, sa, step), play.poll_task(b, sb, step))
+            play.check(ta.round == 2, step, "a round 2 fit task", str(ta.round), "PLN-RND-008")
+
+
+async def query_phases(play: _Play, step: str) -> None:
+    """Annex C.5 `analytics`: query tasks only for sessions with the feature; answers checked."""
+    a, b, c = play.peer(), play.peer(), play.peer()
+    sa = (await play.handshake(a, "conformance-a", step)).session_id
+    hb = await play.handshake(b, "conformance-b", step, features=("query",))
+    if not play.check(
+        "query" in hb.capabilities.features,
+        step,
+        "the query feature negotiated (the analytics configuration offers it)",
+        str(list(hb.capabilities.features)),
+        "PLN-CNF-031",
+    ):
+        raise CaseFailed
+    sb = hb.session_id
+    # a never negotiated `query`: whatever a gets while it polls through the run, it is not a
+    # query task, and a does not count toward the 2 nodes the phase waits for.
+    done = asyncio.Event()
+    kinds: list[str] = []
+
+    async def watch_a() -> None:
+        for _ in range(60):
+            reply = await a.call(
+                _fed("PollTask"),
+                PB.PollTaskRequest(session_id=sa, wait_ms=1000).SerializeToString(),
+                timeout=15,
+            )
+            if reply.data is None or done.is_set():
+                return
+            response = PB.PollTaskResponse.FromString(reply.data)
+            if response.HasField("task"):
+                kinds.append(str(response.task.WhichOneof("instruction")))
+                if kinds[-1] in ("shutdown", "reconnect"):
+                    return
+
+    watcher = asyncio.create_task(watch_a())
+    try:
+        early = await b.call(
+            _fed("PollTask"),
+            PB.PollTaskRequest(session_id=sb, wait_ms=1500).SerializeToString(),
+            timeout=15,
+        )
+        early_kind = None
+        if early.data is not None:
+            response = PB.PollTaskResponse.FromString(early.data)
+            early_kind = (
+                response.task.WhichOneof("instruction") if response.HasField("task") else None
+            )
+        play.check(
+            early_kind is None,
+            step,
+            "no query phase while one node with the query feature is connected",
+            str(early_kind),
+            "PLN-QRY-001",
+        )
+        sc = (await play.handshake(c, "conformance-c", step, features=("query",))).session_id
+        tb, tc = await asyncio.gather(play.poll_task(b, sb, step), play.poll_task(c, sc, step))
+        for task in (tb, tc):
+            play.kind(task, "query", step, "PLN-CNF-031")
+        good = [np.arange(4)]
+        play.expect_error(
+            step,
+            await play.submit(b, sb, query_result(tb, good, -1)),
+            ErrorCode.UPDATE_REJECTED,
+            "PLN-QRY-004",
+            path="result.query.num_examples",
+        )
+        play.expect_error(
+            step,
+            await play.submit(b, sb, query_result(tb, good, 4)),
+            ErrorCode.UPDATE_REJECTED,
+            "PLN-TSK-030",
+        )
+        play.accepted(await play.submit(c, sc, query_result(tc, good, 4)), step, "PLN-TSK-028")
+        tb, tc = await asyncio.gather(play.poll_task(b, sb, step), play.poll_task(c, sc, step))
+        for task in (tb, tc):
+            play.kind(task, "query", step, "PLN-CNF-031")
+            play.check(
+                task.round == 2, step, "a round 2 query task", str(task.round), "PLN-RND-008"
+            )
+        play.expect_error(
+            step,
+            await play.submit(b, sb, query_result(tb, [np.arange(5)], 4)),
+            ErrorCode.UPDATE_REJECTED,
+            "PLN-RND-011",
+            path="result.query.tensors",
+        )
+        play.expect_error(
+            step,
+            await play.submit(c, sc, query_result(tc, [np.array([0, 1, np.nan, 3])], 4)),
+            ErrorCode.UPDATE_REJECTED,
+            "PLN-RND-011",
+            path="result.query.tensors[0]",
+        )
+        await _run_failed(play, b, sb, step)
+    finally:
+        done.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(watcher, timeout=5)
+        watcher.cancel()
+    play.check(
+        "query" not in kinds,
+        step,
+        "no query task in a session without the query feature",
+        f"tasks {kinds}",
+        "PLN-QRY-001",
+    )
+
+
+async def declared_limits(play: _Play, step: str) -> None:
+    """The limits a server declares are the ones it applies: at a limit a request passes the
+    limit checks, one past it gets LIMIT_EXCEEDED (0 declares the default, PLN-LIM-001)."""
+    (a, ha, ta), (b, hb, tb) = await play.pair(step)
+    sa, sb = ha.session_id, hb.session_id
+    declared, defaults = ha.capabilities.limits, Limits()
+    max_tensors = declared.max_tensors or defaults.max_tensors
+    max_entries = declared.max_map_entries or defaults.max_map_entries
+    max_blob = declared.max_blob_bytes or defaults.max_blob_bytes
+
+    def empty_tensors(task: task_pb2.Task, count: int) -> task_pb2.TaskResult:
+        result = task_pb2.TaskResult(task_id=task.task_id)
+        result.fit.num_examples = 1
+        for _ in range(count):
+            result.fit.parameters.add(dtype=tensor_pb2.DTYPE_FLOAT32, shape=[0], codec="raw")
+        return result
+
+    def not_a_limit(reply: Reply, what: str) -> None:
+        # Within the limits the result may still be refused, for its shapes: not as too big.
+        play.check(
+            reply.code != ErrorCode.LIMIT_EXCEEDED.name,
+            step,
+            f"{what} at the declared limit passing the limit checks",
+            f"{reply.status.name} {reply.code}",
+            "PLN-HS-016",
+        )
+
+    not_a_limit(await play.submit(a, sa, empty_tensors(ta, max_tensors)), f"{max_tensors} tensors")
+    first = blob_service_pb2.UploadBlobRequest(
+        session_id=sb, sha256=hashlib.sha256(b"limit").digest(), total_size=max_blob, data=b"x"
+    )
+    reply = await b.call(_blob("UploadBlob"), first.SerializeToString())
+    not_a_limit(reply, f"a blob of {max_blob} bytes")
+    play.accepted(await play.submit(b, sb, fit_result(tb, plus(3), 3)), step, "PLN-TSK-028")
+    r2a, r2b = await asyncio.gather(play.poll_task(a, sa, step), play.poll_task(b, sb, step))
+    play.expect_error(
+        step,
+        await play.submit(a, sa, empty_tensors(r2a, max_tensors + 1)),
+        ErrorCode.LIMIT_EXCEEDED,
+        "PLN-HS-016",
+        path="result.fit.parameters",
+    )
+    crowded = fit_result(r2b, plus(1), 1)
+    for i in range(max_entries + 1):
+        crowded.fit.metrics[f"m{i}"].int_value = i
+    play.expect_error(
+        step,
+        await play.submit(b, sb, crowded),
+        ErrorCode.LIMIT_EXCEEDED,
+        "PLN-HS-016",
+        path="result.fit.metrics",
+    )
+
+
+async def draining(play: _Play, step: str) -> None:
+    """After SIGTERM every request is answered: OK before the drain begins, UNAVAILABLE once
+    it has (or from the transport once the server is gone), never left hanging."""
+    a, b = play.peer(), play.peer()
+    ha = await play.handshake(a, "conformance-a", step)
+    held = asyncio.create_task(
+        a.call(
+            _fed("PollTask"),
+            PB.PollTaskRequest(session_id=ha.session_id, wait_ms=2000).SerializeToString(),
+            timeout=10,
+        )
+    )
+    beat = PB.HeartbeatRequest(session_id=ha.session_id).SerializeToString()
+    first = await b.call(_fed("Heartbeat"), beat)  # b's connection is up before the stop
+    play.check(first.data is not None, step, "a Heartbeat answered", first.code, "PLN-SES-010")
+    assert play.terminate is not None
+    play.terminate()
+    allowed = (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE)
+    for _ in range(40):
+        reply = await b.call(_fed("Heartbeat"), beat, timeout=5)
+        if not play.check(
+            reply.status in allowed,
+            step,
+            "a request during the drain answered OK or UNAVAILABLE, not left hanging",
+            f"{reply.status.name} {reply.code}",
+            "PLN-TRN-023",
+        ):
+            break
+        if reply.status == grpc.StatusCode.UNAVAILABLE:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        play.check(False, step, "UNAVAILABLE within 4 s of SIGTERM", "OK throughout", "PLN-TRN-023")
+    poll = await held
+    play.check(
+        poll.status in allowed,
+        step,
+        "the poll held at SIGTERM answered OK or UNAVAILABLE",
+        f"{poll.status.name} {poll.code}",
+        "PLN-TRN-023",
+    )
+
+
+#: What a scripted node sends to cause each event of the task machine that a peer can cause.
+_PEER_EVENTS = ("result_valid", "result_invalid", "failure_reported")
+
+
+def _event_result(task: task_pb2.Task, event: str, model: Sequence[Any]) -> task_pb2.TaskResult:
+    """A SubmitResult payload for `task` that causes `event` (fit or evaluate tasks)."""
+    if event == "failure_reported":
+        return task_pb2.TaskResult(
+            task_id=task.task_id, failure=error_pb2.Error(code=error_pb2.ERROR_CODE_APP_ERROR)
+        )
+    valid = event == "result_valid"
+    if task.HasField("evaluate"):
+        return evaluate_result(task, 1.0, 1 if valid else 0)
+    arrays = plus_of(model, 1)
+    if not valid:
+        arrays[0][0] = np.float32("nan")
+    return fit_result(task, arrays, 1)
+
+
+async def task_machine(play: _Play, step: str) -> None:
+    """The complement of the task machine (spec/state_machines.yaml), generated: every closed
+    state a scripted node can drive a task into, then every event a node can cause, none of
+    which the table allows there; each must get the state's submit_reply and change nothing.
+
+    Annex C.5 `evaluate` gives 8 tasks (2 rounds x fit, evaluate x 2 nodes); node a completes
+    each of its tasks, so every phase has its quorum, and node b's four end, in turn, as
+    rejected, failed, dropped (b leaves and handshakes again) and expired (b stays silent but
+    for heartbeats until its deadline passes). `created` and `cancelled` cannot be reached
+    by a client (a task id is only known once delivered; a phase closes at its tasks'
+    deadline), and `delivered` allows every peer event.
+    """
+    machine = TASK
+    closed = [s for s, info in machine.states.items() if info.terminal]
+    untested = {
+        s for s in closed if s not in ("completed", "failed", "rejected", "dropped", "expired")
+    }
+    assert untested <= {"cancelled"}, untested
+    (a, ha, ta), (b, hb, tb) = await play.pair(step)
+    sessions = {"a": ha.session_id, "b": hb.session_id}
+    model = plus(0)
+    swept: set[str] = set()
+
+    async def sweep(peer: _Peer, session: str, task: task_pb2.Task, state: str, where: str) -> None:
+        reply_spec = machine.states[state].submit_reply
+        for event in _PEER_EVENTS:
+            assert machine.transitions[state].get(event) is None  # the table's complement
+            reply = await play.submit(peer, session, _event_result(task, event, model))
+            what = f"{where}: {event} for a task {state}"
+            if reply_spec == "OK":
+                play.accepted(reply, what, "PLN-SM-002", duplicate=True)
+            else:
+                assert reply_spec is not None
+                play.expect_error(what, reply, ErrorCode[reply_spec], "PLN-SM-002")
+        swept.add(state)
+
+    for phase, b_ends in enumerate(("rejected", "failed", "dropped", "expired")):
+        where = f"{step} phase {phase + 1}"
+        kind = "fit" if phase % 2 == 0 else "evaluate"
+        play.kind(ta, kind, where, "PLN-CNF-031")
+        play.kind(tb, kind, where, "PLN-CNF-031")
+        if kind == "evaluate":
+            model = await play.model(a, sessions["a"], ta, where)
+        play.accepted(
+            await play.submit(a, sessions["a"], _event_result(ta, "result_valid", model)),
+            where,
+            "PLN-TSK-028",
+        )
+        if phase == 0:
+            await sweep(a, sessions["a"], ta, "completed", where)
+        if b_ends == "rejected":
+            play.expect_error(
+                where,
+                await play.submit(b, sessions["b"], _event_result(tb, "result_invalid", model)),
+                ErrorCode.UPDATE_REJECTED,
+                "PLN-RND-010",
+            )
+        elif b_ends == "failed":
+            play.accepted(
+                await play.submit(b, sessions["b"], _event_result(tb, "failure_reported", model)),
+                where,
+                "PLN-TSK-028",
+            )
+        elif b_ends == "dropped":
+            leave = PB.LeaveRequest(session_id=sessions["b"])
+            await b.call(_fed("Leave"), leave.SerializeToString())
+            sessions["b"] = (await play.handshake(b, "conformance-b", where)).session_id
+        else:  # expired: heartbeats keep the session, not the task, alive past its deadline
+            beat = PB.HeartbeatRequest(session_id=sessions["b"], task_id=tb.task_id)
+            for _ in range(30):
+                reply = await b.call(_fed("Heartbeat"), beat.SerializeToString())
+                if (
+                    reply.data is None
+                    or not PB.HeartbeatResponse.FromString(reply.data).task_active
+                ):
+                    break
+                await asyncio.sleep(0.5)
+        await sweep(b, sessions["b"], tb, b_ends, where)
+        if phase < 3:
+            ta, tb = await asyncio.gather(
+                play.poll_task(a, sessions["a"], where), play.poll_task(b, sessions["b"], where)
+            )
+    play.check(
+        swept == {"completed", "rejected", "failed", "dropped", "expired"},
+        step,
+        "every closed state a client can reach swept",
+        str(sorted(swept)),
+        "PLN-SM-002",
+    )
+
+
+async def recommended(play: _Play, step: str) -> None:
+    """What a server SHOULD do: task deadlines within the phase's, errors that name their
+    field with the status message equal to Error.message, the standard health service."""
+    (a, ha, ta), _ = await play.pair(step)
+    play.check(
+        0 < ta.deadline_ms <= 10_000,
+        step,
+        "a nonzero deadline_ms within the phase's 10 s",
+        str(ta.deadline_ms),
+        "PLN-TSK-021",
+    )
+    errors = [
+        (
+            "Handshake",
+            await a.call(_fed("Handshake"), _hello("bad node")),
+            "node_id",
+        ),
+        (
+            "PollTask",
+            await a.call(
+                _fed("PollTask"), PB.PollTaskRequest(session_id="nope").SerializeToString()
+            ),
+            "session_id",
+        ),
+        (
+            "SubmitResult",
+            await play.submit(a, ha.session_id, fit_result(ta, [np.zeros(3)], 1)),
+            "result.fit.parameters",
+        ),
+    ]
+    for rpc, reply, field in errors:
+        got = reply.error.field if reply.error else None
+        play.check(
+            got is not None and (got == field or got.startswith((field + ".", field + "["))),
+            f"{step}: {rpc}",
+            f"Error.field naming {field!r}",
+            repr(got),
+            "PLN-ERR-009",
+        )
+        play.check(
+            reply.error is not None and reply.details == reply.error.message,
+            f"{step}: {rpc}",
+            "the status message equal to Error.message",
+            f"{reply.details!r} vs {reply.error.message if reply.error else None!r}",
+            "PLN-TRN-010",
+        )
+    health = await a.call(
+        "/grpc.health.v1.Health/Check",
+        b"",  # an empty HealthCheckRequest: the whole server
+    )
+    serving = health.data is not None and health.data == b"\x08\x01"  # status: SERVING
+    play.check(
+        serving,
+        step,
+        "grpc.health.v1.Health/Check answering SERVING",
+        f"{health.status.name} {health.data!r}",
+        "PLN-TRN-022",
+    )
+
+
+def _tls_version(
+    address: str, tls: TlsFiles, *, highest: ssl.TLSVersion | None = None
+) -> str | None:
+    """The TLS version a handshake with the server settles on, or None when it fails.
+
+    Plain `ssl`, not gRPC: gRPC's stack offers only TLS 1.2 and later, so it cannot be the
+    old peer PLN-SEC-003 needs. The socket is closed right after the TLS handshake.
+    """
+    host, _, port = address.rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(tls.ca)
+    context.load_cert_chain(*tls.clients[NODES[0]])
+    context.set_alpn_protocols(["h2"])
+    if highest is not None:
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the old versions be offered at all
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+            context.maximum_version = highest
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host) as wrapped,
+        ):
+            return wrapped.version()
+    except (OSError, ssl.SSLError):
+        return None
+
+
+async def tls_versions(play: _Play, step: str) -> None:
+    """No TLS below 1.2; TLS 1.2 itself still works."""
+    assert play.tls is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = ssl.TLSVersion.TLSv1_1
+    got = await asyncio.to_thread(_tls_version, play.address, play.tls, highest=old)
+    play.check(got is None, step, "no TLS handshake at TLS 1.1", str(got), "PLN-SEC-003")
+    got = await asyncio.to_thread(
+        _tls_version, play.address, play.tls, highest=ssl.TLSVersion.TLSv1_2
+    )
+    play.check(got == "TLSv1.2", step, "a TLS handshake at TLS 1.2", str(got), "PLN-SEC-003")
+
+
+async def tls_13(play: _Play, step: str) -> None:
+    assert play.tls is not None
+    got = await asyncio.to_thread(_tls_version, play.address, play.tls)
+    play.check(got == "TLSv1.3", step, "TLS 1.3 when the peer offers it", str(got), "PLN-SEC-004")
+
+
+async def deadline_grace(play: _Play, step: str) -> None:
+    """A result sent after deadline_ms, within 5 s of it, still counts (PLN-TSK-020)."""
+    (a, ha, ta), (b, hb, tb) = await play.pair(step)
+    delivered = time.monotonic()
+    play.accepted(
+        await play.submit(a, ha.session_id, fit_result(ta, plus(1), 1)), step, "PLN-TSK-028"
+    )
+    late_by = 2.0
+    beat = PB.HeartbeatRequest(session_id=hb.session_id, task_id=tb.task_id).SerializeToString()
+    while time.monotonic() < delivered + tb.deadline_ms / 1000 + late_by:
+        await b.call(_fed("Heartbeat"), beat)  # the session, not the task, is kept alive
+        await asyncio.sleep(0.5)
+    reply = await play.submit(b, hb.session_id, fit_result(tb, plus(3), 3))
+    play.check(
+        reply.data is not None,
+        step,
+        f"a result {late_by:.0f} s past deadline_ms accepted",
+        f"{reply.status.name} {reply.code}",
+        "PLN-TSK-020",
+    )
+
+
+async def partial_uploads(play: _Play, step: str) -> None:
+    """Partial uploads outlive a new Handshake (PLN-BLB-028) and stay apart per node, even
+    for the same digest (PLN-BLB-029)."""
+    a, b = play.peer(), play.peer("conformance-b")
+    sa = (await play.handshake(a, "conformance-a", step)).session_id
+    hb = await play.handshake(b, "conformance-b", step)
+    chunk = min(hb.chunk_size_bytes, 4096)
+    body = bytes(range(256)) * (3 * chunk // 256)
+    sha = hashlib.sha256(body).digest()
+
+    async def up(peer: _Peer, session: str, offset: int, data: bytes) -> int | None:
+        request = blob_service_pb2.UploadBlobRequest(
+            session_id=session, sha256=sha, total_size=len(body), offset=offset, data=data
+        )
+        reply = await peer.call(_blob("UploadBlob"), request.SerializeToString())
+        if reply.data is None:
+            return None
+        return blob_service_pb2.UploadBlobResponse.FromString(reply.data).committed_size
+
+    await up(a, sa, 0, body[:chunk])
+    await up(a, sa, chunk, body[chunk : 2 * chunk])
+    got = await up(b, hb.session_id, 0, b"")
+    play.check(got == 0, step, "b's own upload at 0, not a's", str(got), "PLN-BLB-029")
+    got = await up(b, hb.session_id, 0, body[:chunk])
+    play.check(got == chunk, step, f"b's upload at {chunk}", str(got), "PLN-BLB-029")
+    sa = (await play.handshake(a, "conformance-a", step)).session_id  # a new session of a
+    got = await up(a, sa, 0, b"")
+    play.check(
+        got == 2 * chunk,
+        step,
+        f"a's upload kept at {2 * chunk} across its new session, untouched by b",
+        str(got),
+        "PLN-BLB-028",
+    )
+
+
+async def node_binding(play: _Play, step: str) -> None:
+    """Mutual TLS with bound node ids: a Handshake for a node the certificate does not name
+    is UNAUTHENTICATED, after the malformed-node check and before the capability checks."""
+    a = play.peer("conformance-a")
+    for what, request, code, rid in (
+        (
+            "a node the certificate does not name",
+            _hello("conformance-b"),
+            ErrorCode.UNAUTHENTICATED,
+            "PLN-HS-029",
+        ),
+        (
+            "an unnamed node and no raw codec",
+            _hello("conformance-b", codecs=("zstd",)),
+            ErrorCode.UNAUTHENTICATED,
+            "PLN-HS-033",
+        ),
+        ("a malformed node id", _hello("bad node"), ErrorCode.INVALID_ARGUMENT, "PLN-HS-033"),
+    ):
+        play.expect_error(
+            f"{step}: {what}", await a.call(_fed("Handshake"), request), code, rid, path="node_id"
+        )
+    # The same refusal is the credentials check of PLN-SEC-007: a call after the TLS handshake.
+    refused = await a.call(_fed("Handshake"), _hello("conformance-c"))
+    play.expect_error(step, refused, ErrorCode.UNAUTHENTICATED, "PLN-SEC-007")
+    session = (await play.handshake(a, "conformance-a", step)).session_id
+    reply = await a.call(
+        _fed("PollTask"), PB.PollTaskRequest(session_id=session, wait_ms=0).SerializeToString()
+    )
+    play.check(
+        reply.data is not None,
+        step,
+        "the bound node's session serves its calls",
+        f"{reply.status.name} {reply.code}",
+        "PLN-CNF-033",
+    )
+
+
+async def session_binding(play: _Play, step: str) -> None:
+    """A session's calls from a connection with another node's certificate are refused."""
+    a, b = play.peer("conformance-a"), play.peer("conformance-b")
+    sa = (await play.handshake(a, "conformance-a", step)).session_id
+    for rpc, request in (
+        ("PollTask", PB.PollTaskRequest(session_id=sa, wait_ms=0)),
+        ("Heartbeat", PB.HeartbeatRequest(session_id=sa)),
+        ("Leave", PB.LeaveRequest(session_id=sa)),
+    ):
+        play.expect_error(
+            f"{step}: {rpc} with a's session over b's certificate",
+            await b.call(_fed(rpc), request.SerializeToString()),
+            ErrorCode.UNAUTHENTICATED,
+            "PLN-SEC-009",
+        )
+    reply = await a.call(
+        _fed("PollTask"), PB.PollTaskRequest(session_id=sa, wait_ms=0).SerializeToString()
+    )
+    play.check(
+        reply.data is not None,
+        step,
+        "a's session unharmed by the refused calls",
+        f"{reply.status.name} {reply.code}",
+        "PLN-SEC-009",
+    )
 
 
 async def dropout(play: _Play, step: str) -> None:
@@ -1655,7 +2330,32 @@ SCENARIOS: dict[str, Callable[[_Play, str], Awaitable[None]]] = {
     "uploads": uploads,
     "services": services,
     "restart": restart,
+    "evaluate_phases": evaluate_phases,
+    "query_phases": query_phases,
+    "declared_limits": declared_limits,
+    "recommended": recommended,
+    "partial_uploads": partial_uploads,
+    "deadline_grace": deadline_grace,
+    "task_machine": task_machine,
+    "draining": draining,
+    "node_binding": node_binding,
+    "tls_versions": tls_versions,
+    "tls_13": tls_13,
+    "session_binding": session_binding,
 }
+#: Scenarios played over mutual TLS, each peer presenting the certificate of its node.
+MUTUAL_TLS = frozenset({"node_binding", "session_binding", "tls_versions", "tls_13"})
+NODES = ("conformance-a", "conformance-b", "conformance-c")
+#: The Annex C.5 configuration a scenario needs, when it is not `train`.
+CONFIGURATION = {
+    "evaluate_phases": "evaluate",
+    "query_phases": "analytics",
+    "task_machine": "evaluate",
+}
+
+
+def configuration(case: Case) -> str:
+    return CONFIGURATION.get(str(case.steps[0]["scenario"]), "train") if case.steps else "train"
 
 
 def validate(case: Case) -> None:
@@ -1664,6 +2364,8 @@ def validate(case: Case) -> None:
             raise ValueError(
                 f"{case.name}: a server step is {{scenario: one of {sorted(SCENARIOS)}}}"
             )
+        if CONFIGURATION.get(step["scenario"], "train") != configuration(case):
+            raise ValueError(f"{case.name}: its scenarios need different configurations")
 
 
 def _free_port() -> int:
@@ -1672,10 +2374,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _ready(address: str, proc: asyncio.subprocess.Process) -> bool:
+async def _ready(
+    address: str, proc: asyncio.subprocess.Process, tls: TlsFiles | None = None
+) -> bool:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and proc.returncode is None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with _channel(address, _client_credentials(tls, "conformance-a")) as channel:
             with contextlib.suppress(asyncio.TimeoutError, grpc.aio.AioRpcError):
                 await asyncio.wait_for(channel.channel_ready(), timeout=1.0)
                 return True
@@ -1683,18 +2387,35 @@ async def _ready(address: str, proc: asyncio.subprocess.Process) -> bool:
     return False
 
 
+def _environment(
+    case: Case, address: str, state: Path, workdir: Path
+) -> tuple[dict[str, str], TlsFiles | None]:
+    """Annex C.5's variables for the case, and the TLS files of a mutual-TLS case."""
+    env = {
+        **os.environ,
+        "POLLEN_CONFORMANCE_ADDRESS": address,
+        "POLLEN_CONFORMANCE_STATE_DIR": str(state),
+        "POLLEN_CONFORMANCE_CONFIGURATION": configuration(case),
+        "POLLEN_CONFORMANCE_CASE": case.name,
+    }
+    if not any(step["scenario"] in MUTUAL_TLS for step in case.steps):
+        env["POLLEN_CONFORMANCE_INSECURE"] = "1"
+        return env, None
+    from conformance.tls import make_tls_files  # noqa: PLC0415 - the conformance extra
+
+    tls = make_tls_files(Path(tempfile.mkdtemp(prefix="tls-", dir=workdir)), clients=NODES)
+    env["POLLEN_CONFORMANCE_CERT"] = str(tls.server_cert)
+    env["POLLEN_CONFORMANCE_KEY"] = str(tls.server_key)
+    env["POLLEN_CONFORMANCE_CLIENT_CA"] = str(tls.ca)
+    return env, tls
+
+
 async def play(case: Case, command: Sequence[str], workdir: Path) -> CaseResult:
     started = time.monotonic()
     state = Path(tempfile.mkdtemp(prefix="state-", dir=workdir))
     log_path = workdir / (case.name.replace("/", "__") + ".log")
     address = f"127.0.0.1:{_free_port()}"
-    env = {
-        **os.environ,
-        "POLLEN_CONFORMANCE_ADDRESS": address,
-        "POLLEN_CONFORMANCE_STATE_DIR": str(state),
-        "POLLEN_CONFORMANCE_INSECURE": "1",
-        "POLLEN_CONFORMANCE_CASE": case.name,
-    }
+    env, tls = _environment(case, address, state, workdir)
 
     async def launch() -> asyncio.subprocess.Process:
         with log_path.open("ab") as log:
@@ -1708,7 +2429,7 @@ async def play(case: Case, command: Sequence[str], workdir: Path) -> CaseResult:
             )
 
     proc = await launch()
-    run = _Play(case, address)
+    run = _Play(case, address, tls)
 
     async def crash_and_restart() -> bool:
         """SIGKILL the server (a crash), then start the same command on the same state."""
@@ -1717,12 +2438,18 @@ async def play(case: Case, command: Sequence[str], workdir: Path) -> CaseResult:
             os.killpg(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), timeout=10.0)
         proc = await launch()
-        return await _ready(address, proc)
+        return await _ready(address, proc, tls)
 
     run.restart = crash_and_restart
+
+    def terminate() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    run.terminate = terminate
     outcome, note = "PASS", ""
     try:
-        if not await _ready(address, proc):
+        if not await _ready(address, proc, tls):
             outcome, note = (
                 "ERROR",
                 f"the server did not listen on {address} within {START_TIMEOUT_S:.0f} s",

@@ -167,6 +167,12 @@ class PollenError(Exception):
         return f"{type(self).__name__}({self.message!r}, field={self.field!r})"
 
 
+def entry_path(field: str, key: str) -> str:
+    """The Error.field path of a map entry: `fit.config["lr"]` (spec 12, Field paths)."""
+    quoted = key.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{field}["{quoted}"]'
+
+
 def error_class(code: ErrorCode) -> type[PollenError]:
     """The exception class for a code."""
     return PollenError._by_code[code]

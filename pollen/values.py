@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pollen.errors import InvalidArgument, LimitExceeded
+from pollen.errors import InvalidArgument, LimitExceeded, entry_path
 
 ConfigValue = bool | int | float | str | bytes
 Config = Mapping[str, ConfigValue]
@@ -77,6 +77,6 @@ def check_config(
     if len(config) > max_entries:
         raise LimitExceeded(f"{len(config)} entries exceed the limit of {max_entries}", field=field)
     return {
-        check_key(key, field=f"{field}.key"): check_value(value, field=f"{field}[{key!r}]")
+        check_key(key, field=field): check_value(value, field=entry_path(field, key))
         for key, value in config.items()
     }

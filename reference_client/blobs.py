@@ -59,12 +59,19 @@ class BlobFetcher:
         self._partial.clear()
 
     def fetch(
-        self, session_id: str, ref: BlobRef, *, retry: RetryHook, progress: ProgressHook
+        self,
+        session_id: str,
+        ref: BlobRef,
+        *,
+        retry: RetryHook,
+        progress: ProgressHook,
+        chunk_size: int = 0,
     ) -> memoryview:
         """The verified bytes of the blob `ref`.
 
         Raises what `retry` raises, or BlobDigestMismatch after `attempts` downloads whose
-        bytes did not match the reference.
+        bytes did not match the reference. A chunk larger than the session's `chunk_size`
+        (0: not checked) counts as a mismatch (PLN-BLB-030).
         """
         mismatches = 0
         while True:
@@ -76,7 +83,7 @@ class BlobFetcher:
                 self._partial[ref.sha256] = assembler
             try:
                 if not assembler.complete:
-                    self._stream(session_id, ref, assembler, progress)
+                    self._stream(session_id, ref, assembler, progress, chunk_size)
                 # Nothing else holds the buffer once the assembler is dropped below.
                 data = assembler.finish(writable=True)
             except CallError as err:
@@ -95,13 +102,20 @@ class BlobFetcher:
             return data
 
     def _stream(
-        self, session_id: str, ref: BlobRef, assembler: BlobAssembler, progress: ProgressHook
+        self,
+        session_id: str,
+        ref: BlobRef,
+        assembler: BlobAssembler,
+        progress: ProgressHook,
+        chunk_size: int,
     ) -> None:
         offset = assembler.committed_size
         if offset:
             log.info("blob %s: resuming download at byte %d of %d", ref.hex[:12], offset, ref.size)
         chunks = self._transport.download(session_id, ref.sha256, offset, timeout=self._timeout_s)
         for chunk in chunks:
+            if chunk_size and len(chunk.data) > chunk_size:
+                raise _Broken(f"a chunk of {len(chunk.data)} bytes, above {chunk_size}")
             _take(assembler, chunk, ref)
             progress()
         if not assembler.complete:

@@ -36,7 +36,8 @@ class ClientOptions:
     dtypes: frozenset[Dtype] = field(default_factory=lambda: frozenset(Dtype))
     #: Codec for result tensors, where negotiated (a lossy one only if you mean it).
     result_codec: str = RAW_CODEC
-    agent: str = AGENT
+    #: Your application's `name/version`, sent before the SDK's own token (03-handshake).
+    agent: str = ""
     #: Deadlines (every RPC has one, PLN-TRN-014).
     handshake_timeout_s: float = 20.0
     call_timeout_s: float = 60.0
@@ -56,6 +57,11 @@ class ClientOptions:
     #: task is handed out again only around a lost acknowledgement, so the last answer is
     #: the one that can be asked for again; each kept result holds a whole update.
     kept_results: int = 1
+
+    @property
+    def agent_string(self) -> str:
+        """The Handshake's agent: `app/version pollen-python/x.y.z`, most specific first."""
+        return f"{self.agent} {AGENT}" if self.agent else AGENT
 
     def __post_init__(self) -> None:
         if RAW_CODEC not in self.codecs:

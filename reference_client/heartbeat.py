@@ -40,8 +40,8 @@ class Heartbeater:
             session_id=session_id, task_id=task_id
         )
         self._period_s = interval_s / 2
-        # A heartbeat that takes longer than a period is late anyway; never less than 1 s.
-        self._timeout_s = max(self._period_s, 1.0)
+        # A heartbeat that takes longer than a period is late anyway (PLN-SES-024).
+        self._timeout_s = self._period_s
         self._next_at = last_request_at + self._period_s
         self.session_lost = threading.Event()
         self.task_inactive = threading.Event()

@@ -222,7 +222,7 @@ class Session:
                 versions=(PROTOCOL_VERSION,),
                 node_id=self.node_id,
                 capabilities=self.offered,
-                agent=self.options.agent,
+                agent=self.options.agent_string,
             )
         )
         attempts = _Attempts(self)
@@ -464,7 +464,11 @@ class Session:
 
             try:
                 payloads[ref.sha256] = self.fetcher.fetch(
-                    self.session.session_id, ref, retry=attempts, progress=progress
+                    self.session.session_id,
+                    ref,
+                    retry=attempts,
+                    progress=progress,
+                    chunk_size=self.session.chunk_size_bytes,
                 )
             except CallError as err:
                 if err.retry is Retry.AFTER_HANDSHAKE:

@@ -102,7 +102,7 @@ def channel_options(
         ("grpc.initial_reconnect_backoff_ms", int(policy.initial_delay_s * 1000)),
         ("grpc.min_reconnect_backoff_ms", int(policy.initial_delay_s * 1000)),
         ("grpc.max_reconnect_backoff_ms", int(policy.max_delay_s * 1000)),
-        ("grpc.primary_user_agent", options.agent),
+        ("grpc.primary_user_agent", options.agent_string),
     ]
 
 

@@ -42,6 +42,11 @@ class ServerSection:
     tls_cert: str = _help("PEM certificate chain of the server (required unless insecure)", "")
     tls_key: str = _help("PEM private key of the server (required unless insecure)", "")
     client_ca: str = _help("PEM CA bundle; when set, clients must present a certificate", "")
+    bind_node_ids: bool = _help(
+        "with client_ca: a node's certificate must name its node_id (subject alternative name "
+        "URI urn:pollen:node:NODE_ID or DNS NODE_ID), and a session's calls come from it",
+        False,
+    )
     max_message_bytes: int = _help(
         "largest message of a session; larger payloads travel as chunked blobs",
         2 * 1024 * 1024,
@@ -67,6 +72,8 @@ class ServerSection:
             raise ConfigError("session_timeout_s: must exceed heartbeat_interval_s")
         if self.address.rpartition(":")[0] == "" or not self.address.rpartition(":")[2].isdigit():
             raise ConfigError(f"address: expected host:port, got {self.address!r}")
+        if self.bind_node_ids and (self.insecure or not self.client_ca):
+            raise ConfigError("bind_node_ids: needs TLS with client_ca (client certificates)")
         if not self.insecure and not (self.tls_cert and self.tls_key):
             raise ConfigError(
                 "tls_cert and tls_key are required; set insecure = true to serve plaintext"
@@ -107,7 +114,9 @@ class PhaseSection:
     fraction: float = _help("fraction of connected clients sampled", 1.0)
     min_clients: int = _help("fewest clients sampled", 2)
     min_results: int = _help("fewest accepted results to aggregate (the quorum)", 1)
-    timeout_s: float = _help("deadline of the phase", 600.0)
+    timeout_s: float = _help(
+        "deadline of the phase; tasks get it less a 5 s grace for network delay", 600.0
+    )
     config: dict[str, Any] = _help("config values sent with every instruction", {})
 
     def check(self) -> None:
@@ -137,9 +146,14 @@ class QuerySection(PhaseSection):
     tensors: str = _help(
         'reduction of answer tensors: "sum" (histogram merge), "min" or "max"', "sum"
     )
+    shapes: list[list[int]] = _help(
+        "shapes every answer's tensors must have, in order, e.g. [[10]]; [] checks none", []
+    )
 
     def check(self) -> None:
         super().check()
+        if any(d < 0 for shape in self.shapes for d in shape):
+            raise ConfigError(f"shapes: dimensions must be >= 0, got {self.shapes}")
         for key, how in self.reduce.items():
             if how not in ("sum", "weighted_mean", "min", "max"):
                 raise ConfigError(f"reduce.{key}: unknown reducer {how!r}")
@@ -159,10 +173,11 @@ class ValidationSection:
         if self.max_update_norm < 0:
             raise ConfigError("max_update_norm: must be >= 0")
 
-    def config(self) -> ValidationConfig:
+    def config(self, query: QuerySection | None = None) -> ValidationConfig:
         return ValidationConfig(
             max_num_examples=self.max_num_examples,
             max_update_norm=self.max_update_norm or None,
+            query_shapes=tuple(tuple(s) for s in query.shapes) if query and query.shapes else None,
         )
 
 
@@ -225,6 +240,9 @@ def _accepts(annotation: Any, value: object) -> bool:
         return isinstance(value, str)
     if origin is dict:
         return isinstance(value, dict)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
     return False
 
 
@@ -243,7 +261,8 @@ def _section(cls: type[Any], raw: object, name: str) -> Any:
         expected = types_[key]
         if not _accepts(expected, value):
             raise ConfigError(
-                f"[{name}] {key}: expected {getattr(expected, '__name__', expected)}, "
+                f"[{name}] {key}: expected "
+                f"{expected.__name__ if isinstance(expected, type) else expected}, "
                 f"got {type(value).__name__} {value!r}"
             )
         values[key] = float(value) if expected is float else value

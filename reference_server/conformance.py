@@ -1,7 +1,11 @@
 """The reference server under Annex C.5's conformance configuration.
 
     POLLEN_CONFORMANCE_ADDRESS=127.0.0.1:PORT POLLEN_CONFORMANCE_STATE_DIR=DIR \\
-        POLLEN_CONFORMANCE_INSECURE=1 python -m reference_server.conformance
+        POLLEN_CONFORMANCE_CONFIGURATION=train POLLEN_CONFORMANCE_INSECURE=1 \\
+        python -m reference_server.conformance
+
+(or POLLEN_CONFORMANCE_CERT, _KEY and _CLIENT_CA instead of _INSECURE: mutual TLS with node
+ids bound to client certificates)
 
 `pollen conformance server -- python -m reference_server.conformance` starts it once per case.
 """
@@ -29,13 +33,49 @@ def initial_model() -> list[np.ndarray]:
     ]
 
 
-def config_text(address: str, state_dir: Path, model: Path, *, insecure: bool) -> str:
+#: Annex C.5's configurations, by the name POLLEN_CONFORMANCE_CONFIGURATION gives.
+CONFIGURATIONS = ("train", "evaluate", "analytics")
+
+
+def config_text(
+    address: str,
+    state_dir: Path,
+    model: Path,
+    *,
+    insecure: bool,
+    configuration: str = "train",
+    tls: tuple[str, str, str] | None = None,
+) -> str:
+    """The server's TOML for a configuration; `tls`: (cert, key, client CA) for mutual TLS
+    with node ids bound to client certificates."""
+    phase = """
+fraction = 1.0
+min_clients = 2
+min_results = 1
+timeout_s = 10.0
+config = { "conformance.delta" = 1 }
+"""
+    if configuration == "analytics":
+        run = 'kind = "analytics"'
+        phases = f'[query]{phase}reduce = {{ count = "sum" }}\nshapes = [[4]]\n'
+    else:
+        run = f'initial_model = "{model}"'
+        phases = f"[fit]{phase}"
+        if configuration == "evaluate":
+            phases += f"\n[evaluate]{phase}"
+    transport = ""
+    if tls is not None:
+        cert, key, client_ca = tls
+        transport = (
+            f'tls_cert = "{cert}"\ntls_key = "{key}"\nclient_ca = "{client_ca}"\n'
+            "bind_node_ids = true\n"
+        )
     return f"""
 [server]
 address = "{address}"
 state_dir = "{state_dir}"
 insecure = {"true" if insecure else "false"}
-max_poll_wait_s = 2.0
+{transport}max_poll_wait_s = 2.0
 heartbeat_interval_s = 1.0
 session_timeout_s = 4.0
 shutdown_grace_s = 2.0
@@ -46,15 +86,9 @@ rounds = 2
 min_available_clients = 2
 start_timeout_s = 60.0
 on_quorum_missed = "fail"
-initial_model = "{model}"
+{run}
 
-[fit]
-fraction = 1.0
-min_clients = 2
-min_results = 1
-timeout_s = 10.0
-config = {{ "conformance.delta" = 1 }}
-
+{phases}
 [strategy]
 name = "fedavg"
 """
@@ -75,8 +109,27 @@ def main(env: Mapping[str, str] | None = None) -> int:
     model = state_dir / "conformance-initial-model.npz"
     np.savez(model, *initial_model())
     insecure = env.get("POLLEN_CONFORMANCE_INSECURE") == "1"
+    configuration = env.get("POLLEN_CONFORMANCE_CONFIGURATION", "train")
+    if configuration not in CONFIGURATIONS:
+        print(f"error: POLLEN_CONFORMANCE_CONFIGURATION must be one of {', '.join(CONFIGURATIONS)}")
+        return 2
+    tls = tuple(env.get(f"POLLEN_CONFORMANCE_{name}", "") for name in ("CERT", "KEY", "CLIENT_CA"))
+    if any(tls) and (insecure or not all(tls)):
+        print(
+            "error: set POLLEN_CONFORMANCE_CERT, _KEY and _CLIENT_CA together, "
+            "without POLLEN_CONFORMANCE_INSECURE"
+        )
+        return 2
+    text = config_text(
+        address,
+        state_dir / "state",
+        model,
+        insecure=insecure,
+        configuration=configuration,
+        tls=(tls[0], tls[1], tls[2]) if all(tls) else None,
+    )
     try:
-        config = parse_config(config_text(address, state_dir / "state", model, insecure=insecure))
+        config = parse_config(text)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

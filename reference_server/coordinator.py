@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pollen.blob import BlobRef
+from pollen.dispatch import reply_tensors
 from pollen.dtypes import Dtype
 from pollen.errors import (
     BlobDigestMismatch,
@@ -37,6 +38,7 @@ from pollen.errors import (
     PollenError,
     ResultMismatch,
     SessionUnknown,
+    Unauthenticated,
     UpdateRejected,
 )
 from pollen.handshake import (
@@ -109,6 +111,23 @@ class Session:
     capabilities: Capabilities
     last_seen: float
     polls: int = 0
+    #: The certificate that opened the session, when node ids are bound to certificates.
+    peer: Peer | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peer:
+    """A caller's transport identity: its certificate and the names it holds."""
+
+    certificate: bytes
+    names: frozenset[str]
+
+    def names_node(self, node_id: str) -> bool:
+        return node_id in self.names or f"{NODE_URI_PREFIX}{node_id}" in self.names
+
+
+#: A certificate names a node by this URI in its subject alternative names (or by a DNS name).
+NODE_URI_PREFIX = "urn:pollen:node:"
 
 
 @dataclass(kw_only=True)
@@ -173,6 +192,8 @@ class Coordinator:
         self._notes: _RoundNotes | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
+        #: Set when the server begins to stop: new calls get UNAVAILABLE (PLN-TRN-023).
+        self.draining = False
         # Results are checked two at a time: each check maps a whole update, so an
         # unbounded number of concurrent checks would make memory grow with the clients.
         self._checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pollen-check")
@@ -262,11 +283,34 @@ class Coordinator:
         session.last_seen = self.clock()
         return session
 
-    async def handshake(self, request: HandshakeRequest) -> HandshakeResponse:
+    def begin_drain(self) -> None:
+        """Refuse new calls from now on and end the held polls with empty answers."""
+        self.draining = True
+        for event in self._wakeups.values():
+            event.set()
+
+    def check_caller(self, session_id: str, peer: Peer | None) -> None:
+        """With bound node ids, a session's calls must come from the certificate that opened
+        it (PLN-SEC-009); an unknown session is left to the call's own checks."""
+        session = self.sessions.get(session_id)
+        if not self.config.server.bind_node_ids or session is None:
+            return
+        if peer is None or session.peer is None or peer.certificate != session.peer.certificate:
+            raise Unauthenticated(
+                "the session was opened with another client certificate", field="session_id"
+            )
+
+    async def handshake(
+        self, request: HandshakeRequest, *, peer: Peer | None = None
+    ) -> HandshakeResponse:
         version = select_version(request.versions, (PROTOCOL_VERSION,))
         node_id = check_node_id(request.node_id)
-        caps = negotiate(request.capabilities, self.capabilities)
         server = self.config.server
+        if server.bind_node_ids and (peer is None or not peer.names_node(node_id)):
+            raise Unauthenticated(
+                f"the client certificate does not name node {node_id!r}", field="node_id"
+            )
+        caps = negotiate(request.capabilities, self.capabilities)
         size = chunk_size(
             server.chunk_size_bytes, client=request.capabilities.limits, server=self.limits
         )
@@ -283,6 +327,7 @@ class Coordinator:
             node_id=node_id,
             capabilities=dataclasses.replace(caps, limits=request.capabilities.limits),
             last_seen=now,
+            peer=peer,
         )
         self._node_session[node_id] = session_id
         self._wakeups.setdefault(node_id, asyncio.Event())
@@ -292,7 +337,7 @@ class Coordinator:
             request.agent or "unknown agent",
             ",".join(caps.codecs),
         )
-        await self._run(self.engine.connect(node_id, now))
+        await self._run(self.engine.connect(node_id, now, query=FEATURE_QUERY in caps.features))
         return HandshakeResponse(
             version=version,
             session_id=session_id,
@@ -328,6 +373,8 @@ class Coordinator:
             while True:
                 if self.sessions.get(session_id) is not session:
                     raise SessionUnknown("the session was replaced or expired", field="session_id")
+                if self.draining:
+                    return None
                 event.clear()
                 task = self.engine.next_task(session.node_id, self.clock())
                 if task is not None:
@@ -411,14 +458,13 @@ class Coordinator:
         self, reply: Reply, tensors: tuple[EncodedTensor, ...], caps: Capabilities
     ) -> tuple[EncodedTensor, ...]:
         """Check a result fully, then write its payloads as blobs (worker thread)."""
-        validation = self.config.validation.config()
-        field_name = f"result.{type(reply).__name__.removesuffix('Reply').lower()}"
+        validation = self.config.validation.config(self.config.query)
+        path = f"result.{reply_tensors(reply)[0]}"  # result.get_parameters.parameters...
         if len(tensors) > self.limits.max_tensors:
-            raise LimitExceeded(f"{len(tensors)} tensors exceed max_tensors", field=field_name)
+            raise LimitExceeded(f"{len(tensors)} tensors exceed max_tensors", field=path)
         resolved = []
-        member = "tensors" if isinstance(reply, QueryReply) else "parameters"
         for i, tensor in enumerate(tensors):
-            where = f"{field_name}.{member}[{i}]"
+            where = f"{path}[{i}]"
             check_tensor(
                 tensor, limits=self.limits, codecs=caps.codecs, dtypes=caps.dtypes, field=where
             )
@@ -435,7 +481,7 @@ class Coordinator:
             payload = self.store.blobs.read(tensor.blob)
             resolved.append(dataclasses.replace(tensor, payload=payload, blob=None))
         arrays = [
-            decode_tensor(t, limits=self.limits, field=f"{field_name}.{member}[{i}]")
+            decode_tensor(t, limits=self.limits, field=f"{path}[{i}]")
             for i, t in enumerate(resolved)
         ]
         check_reply(reply, arrays, reference=self._global_arrays, validation=validation)

@@ -173,6 +173,11 @@ Action = TasksReady | AggregatePhase | CommitRound | RunEnded | PhaseClosed
 # --- bookkeeping ----------------------------------------------------------------------
 
 
+#: How long a delivered task stays open past the deadline_ms it was sent with (PLN-TSK-020);
+#: phases shorter than twice this keep half their time as grace.
+TASK_GRACE_S = 5.0
+
+
 @dataclass(kw_only=True)
 class _TaskRecord:
     task: Task
@@ -236,6 +241,8 @@ class Engine:
         self.parameters = parameters
         self.machine = StateMachine(SERVER_ROUND)
         self._nodes: dict[str, bool] = {}
+        #: Nodes whose current session did not negotiate the `query` feature (PLN-QRY-001).
+        self._no_query: set[str] = set()
         self._tasks: dict[str, _TaskRecord] = {}
         # Open and recently closed task ids per node, so a poll costs O(its own tasks).
         self._node_tasks: dict[str, list[str]] = {}
@@ -277,15 +284,32 @@ class Engine:
 
     # --- node events -----------------------------------------------------------------
 
-    def connect(self, node_id: str, now: float) -> list[Action]:
-        """A node opened a session (a new session of a known node changes nothing)."""
-        return self.connect_many((node_id,), now)
+    def connect(self, node_id: str, now: float, *, query: bool = True) -> list[Action]:
+        """A node opened a session; `query`: whether the session negotiated that feature.
 
-    def connect_many(self, node_ids: Iterable[str], now: float) -> list[Action]:
+        A new session of a known node keeps its open tasks, except query tasks when the new
+        session cannot take them.
+        """
+        return self.connect_many((node_id,), now, query=query)
+
+    def connect_many(
+        self, node_ids: Iterable[str], now: float, *, query: bool = True
+    ) -> list[Action]:
         """Several nodes opened sessions at once (a simulation registers its fleet so)."""
+        closed = False
         for node_id in node_ids:
             self._nodes[node_id] = True
-        return self.tick(now)
+            if query:
+                self._no_query.discard(node_id)
+                continue
+            self._no_query.add(node_id)
+            for rec in self._open_tasks(node_id):
+                if rec.phase is PhaseKind.QUERY:
+                    self._close(
+                        rec, "session_lost", TaskExpired("the new session has no query feature")
+                    )
+                    closed = True
+        return (self._maybe_complete(now) if closed else []) + self.tick(now)
 
     def disconnect(self, node_id: str, now: float, *, reason: str = "") -> list[Action]:
         """A node's session ended (Leave or session timeout): its open tasks close.
@@ -307,7 +331,9 @@ class Engine:
         """The task a PollTask from `node_id` gets: its oldest open task, or None.
 
         An open task is handed out again until it closes (at-least-once delivery), with
-        the time left to its deadline.
+        the time left to its deadline. The task expires with its phase, a grace period after
+        the deadline_ms the client gets (PLN-TSK-020), so that a result finished in time is
+        not lost to network delay.
         """
         if self.ended is not None and self._nodes.get(node_id):
             self._ensure_shutdown_task(node_id)
@@ -315,7 +341,9 @@ class Engine:
             rec.machine.handle("deliver")
             deadline_ms = 0
             if rec.phase is not None and self._phase is not None:
-                deadline_ms = max(1, math.ceil((self._phase.deadline - now) * 1000))
+                grace = min(TASK_GRACE_S, self.plan.plan(rec.phase).timeout_s / 2)
+                left = self._phase.deadline - grace - now
+                deadline_ms = max(1, math.ceil(left * 1000))
             return replace(rec.task, deadline_ms=deadline_ms)
         return None
 
@@ -483,6 +511,8 @@ class Engine:
         kind = self.phase_kind
         plan = self.plan.plan(kind)
         available = self.connected_nodes()
+        if kind is PhaseKind.QUERY:
+            available = [node for node in available if node not in self._no_query]
         needed = max(self.plan.min_available_clients, plan.min_clients)
         if kind is PhaseKind.INITIALIZE:
             needed = 1

@@ -9,14 +9,12 @@ hands in decoded arrays and a `load` function that turns a reply's tensors into 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pollen.errors import UpdateRejected
 from pollen.messages import EvaluateReply, FitReply, GetParametersReply, QueryReply, Reply
 from pollen.tensors import EncodedTensor
 from pollen.values import ConfigValue
@@ -33,6 +31,7 @@ from reference_server.validation import (
     ValidationConfig,
     check_examples,
     check_metrics,
+    validate_answer_tensors,
     validate_parameters,
 )
 
@@ -59,12 +58,14 @@ def check_reply(
         check_metrics(reply.metrics, field="result.fit.metrics")
         validate_parameters(arrays, reference(), validation, field="result.fit.parameters")
     elif isinstance(reply, EvaluateReply):
+        # Any loss is a measurement, NaN and infinities included (PLN-EVL-002); the phase's
+        # mean loss leaves non-finite ones out and counts them.
         check_examples(reply.num_examples, validation, field="result.evaluate.num_examples")
-        if not math.isfinite(reply.loss):
-            raise UpdateRejected(f"loss is {reply.loss}", field="result.evaluate.loss")
         check_metrics(reply.metrics, field="result.evaluate.metrics")
     elif isinstance(reply, QueryReply):
         check_examples(reply.num_examples, validation, minimum=0, field="result.query.num_examples")
+        check_metrics(reply.metrics, field="result.query.metrics")
+        validate_answer_tensors(arrays, validation.query_shapes, field="result.query.tensors")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -122,7 +122,13 @@ async def serve(
         stopped.cancel()
         finished.cancel()
     finally:
+        # Typed UNAVAILABLE for new calls while the ones in flight finish, before gRPC stops
+        # taking calls at all (PLN-TRN-023): a call that gRPC accepted but no handler took
+        # would otherwise end CANCELLED.
+        coordinator.begin_drain()
         await health_servicer.enter_graceful_shutdown()
+        if coordinator.sessions:  # someone may still call
+            await asyncio.sleep(min(DRAIN_S, config.server.shutdown_grace_s))
         await server.stop(config.server.shutdown_grace_s)
         await coordinator.close()
         store.close()
@@ -130,6 +136,10 @@ async def serve(
     if ended is not None and ended.status == "failed":
         return 1
     return 0
+
+
+#: How long a stopping server answers new calls with UNAVAILABLE before it closes.
+DRAIN_S = 0.5
 
 
 async def _wait_for_clients(coordinator: Coordinator, grace: float, stop: asyncio.Event) -> None:

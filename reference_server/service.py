@@ -24,10 +24,11 @@ from pollen.errors import (
     LimitExceeded,
     PollenError,
     SessionUnknown,
+    Unavailable,
 )
 from pollen.messages import TaskResult
 from pollen.services import BLOB, ERROR_TRAILER, FEDERATION, Method
-from reference_server.coordinator import Coordinator
+from reference_server.coordinator import Coordinator, Peer
 
 log = logging.getLogger("pollen.server")
 
@@ -41,11 +42,11 @@ _LEAVE_REASONS = {
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: PollenError) -> None:
-    trailer = wire.error_to_proto(error).SerializeToString()
+    proto = wire.error_to_proto(error)
     await context.abort(
         grpc.StatusCode(_status(error.grpc_status)),
-        str(error),
-        trailing_metadata=((ERROR_TRAILER, trailer),),
+        proto.message,  # the same text as Error.message (PLN-TRN-010)
+        trailing_metadata=((ERROR_TRAILER, proto.SerializeToString()),),
     )
 
 
@@ -86,20 +87,47 @@ def _upload_parser(coordinator: Coordinator) -> Callable[[bytes], wire.UploadChu
     return parse
 
 
+def peer(context: grpc.aio.ServicerContext[Any, Any]) -> Peer | None:
+    """The caller's client certificate and its subject alternative names, if it sent one."""
+    auth = context.auth_context()
+    certificate = b"".join(auth.get("x509_pem_cert", ()))
+    if not certificate:
+        return None
+    names = frozenset(
+        name.decode(errors="replace") for name in auth.get("x509_subject_alternative_name", ())
+    )
+    return Peer(certificate=certificate, names=names)
+
+
+#: How soon a client refused by a stopping server should try again (another replica, or
+#: this one after its restart).
+DRAIN_RETRY_AFTER_MS = 1000
+
+
+def _refuse_while_draining(coordinator: Coordinator) -> None:
+    if coordinator.draining:
+        raise Unavailable("the server is stopping", retry_after_ms=DRAIN_RETRY_AFTER_MS)
+
+
 def _guarded(
     handler: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
     parse: Callable[[bytes], Any],
     max_bytes: int | None,
+    coordinator: Coordinator,
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
     # Requests arrive as bytes and are parsed here, so a malformed one gets a typed
     # INVALID_ARGUMENT instead of the bare INTERNAL a failing deserializer would cause.
     async def call(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            _refuse_while_draining(coordinator)
             if max_bytes is not None and len(raw) > max_bytes:
                 raise LimitExceeded(
                     f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
                 )
-            return await handler(parse(raw), context)
+            request = parse(raw)
+            if session_id := getattr(request, "session_id", ""):
+                coordinator.check_caller(session_id, peer(context))
+            return await handler(request, context)
         except PollenError as exc:
             await _abort(context, exc)
         except Exception as exc:  # a bug must not look like a protocol answer
@@ -116,7 +144,8 @@ class FederationHandlers:
 
     async def Handshake(self, request: Message, context: Any) -> Message:  # noqa: N802 - RPC name
         response = await self.coordinator.handshake(
-            wire.handshake_request_from_proto(request)  # type: ignore[arg-type]
+            wire.handshake_request_from_proto(request),  # type: ignore[arg-type]
+            peer=peer(context),
         )
         return wire.handshake_response_to_proto(response)
 
@@ -151,7 +180,9 @@ class BlobHandlers:
         self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         try:
+            _refuse_while_draining(self.coordinator)
             request = _parser(BLOB["DownloadBlob"])(raw)
+            self.coordinator.check_caller(request.session_id, peer(context))
             chunks = self.coordinator.download(request.session_id, request.sha256, request.offset)
             for chunk in chunks:
                 yield chunk
@@ -183,7 +214,8 @@ def generic_handlers(coordinator: Coordinator) -> list[grpc.GenericRpcHandler]:
         # the default limit (PLN-TRN-019), which the gRPC stack enforces.
         limit = None if method.name == "Handshake" else coordinator.limits.max_message_bytes
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler, parse or _parser(method), limit), response_serializer=_serialize
+            _guarded(handler, parse or _parser(method), limit, coordinator),
+            response_serializer=_serialize,
         )
 
     federation_handlers = {

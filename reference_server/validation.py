@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pollen.errors import InvalidArgument, UpdateRejected
+from pollen.errors import InvalidArgument, UpdateRejected, entry_path
 from pollen.values import ConfigValue
 
 
@@ -26,6 +26,8 @@ class ValidationConfig:
     max_num_examples: int = 1_000_000_000
     #: Largest L2 norm of (update - global model) over all tensors; None disables it.
     max_update_norm: float | None = None
+    #: Shapes a query answer's tensors must have, in order; None: any shapes.
+    query_shapes: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.max_num_examples < 1:
@@ -48,7 +50,30 @@ def check_metrics(metrics: dict[str, ConfigValue], *, field: str) -> None:
     """Numeric metrics must be finite: a NaN would poison every weighted mean."""
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise UpdateRejected(f"metric {key!r} is {value}", field=f"{field}[{key!r}]")
+            raise UpdateRejected(f"metric {key!r} is {value}", field=entry_path(field, key))
+
+
+def validate_answer_tensors(
+    tensors: Sequence[np.ndarray],
+    shapes: Sequence[tuple[int, ...]] | None,
+    *,
+    field: str = "tensors",
+) -> None:
+    """A query answer's tensors hold finite values and, when the run says, the given shapes.
+
+    The same checks as an update's (PLN-RND-011), against the run's expected shapes: a
+    histogram of the wrong length or a NaN count would fail the merge of every answer.
+    """
+    if shapes is not None and len(tensors) != len(shapes):
+        raise UpdateRejected(f"{len(tensors)} tensors, the run expects {len(shapes)}", field=field)
+    for i, tensor in enumerate(tensors):
+        where = f"{field}[{i}]"
+        if shapes is not None and tensor.shape != tuple(shapes[i]):
+            raise UpdateRejected(
+                f"shape {list(tensor.shape)}, the run expects {list(shapes[i])}", field=where
+            )
+        if not _all_finite(tensor):
+            raise UpdateRejected("non-finite values (NaN or infinity)", field=where)
 
 
 def _all_finite(array: np.ndarray) -> bool:

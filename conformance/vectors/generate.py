@@ -15,7 +15,7 @@ content, invalid ones must fail).
 Determinism: pseudo-random data comes from SHA-256 in counter mode with fixed seeds, frames
 with real compressed blocks are frozen hex constants, JSON is written with sorted keys, and
 file names derive from the stable tcId. Test ids are allocated in blocks of 100 per group
-(TensorDecode 101-899, TensorEncode 1101-1599, ChunkSet 2101-, Value 3101-); add new tests
+(TensorDecode 101-899, TensorEncode 1101-1699, ChunkSet 2101-, Value 3101-); add new tests
 at the end of their group so that existing ids never change.
 """
 
@@ -157,6 +157,12 @@ NOTES: dict[str, str] = {
     "ZstdChecksum": "The frame carries a content checksum (low 32 bits of XXH64).",
     "ZstdCompressedBlock": "The frame holds real compressed blocks (a frozen encoder output).",
     "ZstdDictionary": "The frame header carries a dictionary id, which the codec forbids.",
+    "ZstdEncoderChoice": "zstd output is the encoder's choice, so the test has no expected "
+    "payload: the payload passes when it is exactly one Zstandard frame and nothing else "
+    "(no skippable frame either), carries no dictionary id (an id field holding 0 is allowed), "
+    "records no content size other than the input's length, and decompresses to the input "
+    "(PLN-COD-007); SHOULD checks: the frame header records the content size (PLN-COD-008), "
+    "and its window is not larger than both 128 MiB and the content size (PLN-COD-009).",
     "ZstdLargeWindow": "The frame's window exceeds both 128 MiB and the content size; "
     "decoders MAY reject it.",
     "ZstdMultiBlock": "The frame content is split across several blocks.",
@@ -780,6 +786,32 @@ class EncodeGroup(Group):
             test["params"] = {"k": k}
         if payload is not None:
             test["expected"] = self.vectors.file(stem + ".bin", payload)
+
+
+class ZstdEncodeGroup(Group):
+    """zstd encode tests: no expected payload, the output is judged by property (flag
+    ZstdEncoderChoice; codec_runner.py and vectors/README.md say how)."""
+
+    def __init__(self, vectors: Vectors, base: int, description: str) -> None:
+        params = {"codec": "zstd", "description": description}
+        super().__init__(vectors, "TensorEncode", base, "tensor_encode", params)
+
+    def add(
+        self,
+        slug: str,
+        comment: str,
+        *,
+        dtype: str,
+        shape: Sequence[int],
+        canonical: bytes,
+        flags: Iterable[str] = (),
+    ) -> None:
+        assert len(canonical) == numel(shape) * DTYPES[dtype].itemsize
+        assert all(json_safe_int(n) for n in shape)
+        test, stem = self.start(slug, comment, {*flags, "ZstdEncoderChoice"}, None, True)
+        test["dtype"] = dtype
+        test["shape"] = list(shape)
+        test["input"] = self.vectors.file(stem + ".raw", canonical)
 
 
 class Chunk(NamedTuple):
@@ -3032,6 +3064,65 @@ def decode_topk_group(v: Vectors) -> None:
 # --- TensorEncode ---------------------------------------------------------------------------
 
 
+def encode_zstd_group(v: Vectors) -> None:
+    """Inputs for the zstd encoder, judged by property: the empty tensor, the spec's example,
+    every dtype, a compressible tensor of 640 KiB (several blocks, a 4-byte content size)
+    and incompressible random bytes (raw blocks past the 128 KiB block limit)."""
+    g = ZstdEncodeGroup(
+        v,
+        1600,
+        "zstd encoding: exactly one frame, no dictionary, content = the canonical bytes "
+        "(judged by property, not byte for byte).",
+    )
+    g.add(
+        "empty",
+        "float32 [3, 0]: one frame with empty content",
+        dtype="float32",
+        shape=[3, 0],
+        canonical=b"",
+        flags=["EmptyTensor"],
+    )
+    g.add(
+        "spec-example",
+        "float32 [2] = 1.0, -2.5 (the example of spec 09-codecs.md)",
+        dtype="float32",
+        shape=[2],
+        canonical=F32_PAIR,
+    )
+    for dtype, (shape, data, words) in DTYPE_SAMPLES.items():
+        g.add(
+            f"{dtype}-values", f"{dtype} {shape}: {words}", dtype=dtype, shape=shape, canonical=data
+        )
+    scalar = pack_bits("float64", [0x8000000000000000])
+    g.add(
+        "scalar-negative-zero",
+        "float64 scalar -0.0",
+        dtype="float64",
+        shape=[],
+        canonical=scalar,
+        flags=["Scalar", "NegativeZero"],
+    )
+    # Sizes past the 128 KiB block limit but small enough to keep the repository light.
+    big = pack("float32", [float(i % 1024) for i in range(5 * 32768)])
+    g.add(
+        "compressible-640kib",
+        "float32 [5, 32768], x_i = i mod 1024: 640 KiB that compress well (a 4-byte content "
+        "size, several blocks)",
+        dtype="float32",
+        shape=[5, 32768],
+        canonical=big,
+    )
+    noise = Drbg("tensor-encode-zstd").take(140_000)
+    g.add(
+        "incompressible-random",
+        "uint8 [140000] of pseudo-random bytes: incompressible, more than one 128 KiB block",
+        dtype="uint8",
+        shape=[140_000],
+        canonical=noise,
+        flags=["RandomData"],
+    )
+
+
 def f32_bits_of(x: float) -> int:
     """Bits of the binary32 nearest to x (CPython rounds a double to float once)."""
     return int.from_bytes(struct.pack("<f", x), "little")
@@ -4274,6 +4365,26 @@ def manifest_schema() -> Json:
         },
         "allOf": rules(["expected"]),
     }
+    # zstd output is the encoder's choice: no expected payload, judged by property.
+    zstd_encode_test = {
+        "type": "object",
+        "required": [*required_common, "dtype", "shape", "input"],
+        "additionalProperties": False,
+        "properties": {
+            **common,
+            "result": {"const": "valid"},
+            "flags": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/flag"},
+                "uniqueItems": True,
+                "contains": {"const": "ZstdEncoderChoice"},
+            },
+            "dtype": {"$ref": "#/$defs/dtype"},
+            "shape": {"$ref": "#/$defs/shape"},
+            "input": {"$ref": "#/$defs/fileRef"},
+        },
+        "not": {"required": ["error"]},
+    }
     chunk = {
         "type": "object",
         "required": ["offset", "committedSize"],
@@ -4360,7 +4471,12 @@ def manifest_schema() -> Json:
                 "items": {
                     "oneOf": [
                         group("TensorDecode", decode_test, codec_param),
-                        group("TensorEncode", encode_test, codec_param),
+                        group(
+                            "TensorEncode",
+                            encode_test,
+                            {"codec": {"$ref": "#/$defs/codec", "not": {"const": "zstd"}}},
+                        ),
+                        group("TensorEncode", zstd_encode_test, {"codec": {"const": "zstd"}}),
                         group("ChunkSet", chunk_test, {}),
                         group("Value", value_test, {}),
                     ]
@@ -4411,6 +4527,7 @@ def build() -> dict[str, bytes]:
     encode_bfloat16_group(v)
     encode_int8_group(v)
     encode_topk_group(v)
+    encode_zstd_group(v)
     chunk_set_group(v)
     value_group(v)
     for frame, content in frozen_contents().items():

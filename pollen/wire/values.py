@@ -10,6 +10,7 @@ from pollen._generated.pollen.v1 import value_pb2
 from pollen.errors import (
     InvalidArgument,
     LimitExceeded,
+    entry_path,
 )
 from pollen.values import ConfigValue, check_key, check_value
 
@@ -55,7 +56,7 @@ def config_to_proto(
 ) -> None:
     """Fill a protobuf map<string, Value> from a mapping."""
     for key, value in (config or {}).items():
-        value_to_proto(check_value(value, field=f"[{key!r}]"), out[check_key(key)])
+        value_to_proto(check_value(value, field=entry_path("", key)), out[check_key(key)])
 
 
 def config_from_proto(
@@ -67,6 +68,6 @@ def config_from_proto(
             f"{len(entries)} entries exceed the limit of {max_entries}", field=field
         )
     return {
-        check_key(key, field=f"{field}.key"): value_from_proto(value, field=f"{field}[{key!r}]")
+        check_key(key, field=field): value_from_proto(value, field=entry_path(field, key))
         for key, value in entries.items()
     }

@@ -12,7 +12,7 @@ import math
 import struct
 from collections.abc import Mapping
 
-from pollen.errors import InvalidArgument
+from pollen.errors import InvalidArgument, entry_path
 from pollen.values import ConfigValue, check_value
 
 
@@ -24,7 +24,7 @@ def metrics_to_text(metrics: Mapping[str, ConfigValue]) -> str:
             raise InvalidArgument(
                 f"metric keys are text, got {type(key).__name__}", field="metrics"
             )
-        value = check_value(raw, field=f"metrics[{key!r}]")
+        value = check_value(raw, field=entry_path("metrics", key))
         if isinstance(value, bool):
             entries.append(["b", key, value])
         elif isinstance(value, int):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -379,13 +380,17 @@ def aggregate_evaluate(
 ) -> tuple[float, dict[str, ConfigValue]]:
     """Example-weighted mean loss and metrics of an evaluate phase.
 
-    Metrics are the weighted means of the numeric client metrics plus "num_reports",
-    "num_examples" and the failure counts of `failure_counts`.
+    A loss may be NaN or infinite (a model can diverge on a client's data): the mean is over
+    the finite losses only, "num_nonfinite_loss" counts the others, and the loss is NaN when
+    none is finite. Metrics are the weighted means of the numeric client metrics plus
+    "num_reports", "num_examples" and the failure counts of `failure_counts`.
     """
     if not reports:
         raise AggregationFailed("there are no evaluation reports to aggregate", field="reports")
     total = 0
     loss_sum = 0.0
+    loss_weight = 0
+    nonfinite = 0
     for report in reports:
         count = report.num_examples
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
@@ -395,12 +400,17 @@ def aggregate_evaluate(
                 field="num_examples",
             )
         total += report.num_examples
-        loss_sum += report.num_examples * float(report.loss)
+        if math.isfinite(report.loss):
+            loss_sum += report.num_examples * float(report.loss)
+            loss_weight += report.num_examples
+        else:
+            nonfinite += 1
     tally = [(report.metrics, report.num_examples) for report in reports]
     metrics: dict[str, ConfigValue] = {
         **aggregate_metrics(tally),
         "num_reports": len(reports),
         "num_examples": total,
+        "num_nonfinite_loss": nonfinite,
         **failure_counts(failures),
     }
-    return loss_sum / total, metrics
+    return (loss_sum / loss_weight if loss_weight else math.nan), metrics

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from pollen.errors import entry_path
 from pollen.values import ConfigValue
 from reference_server.strategies import _checks, _state
 from reference_server.strategies.base import (
@@ -113,12 +114,12 @@ def _powers(loss: float, q: float, *, node_id: str) -> tuple[float, float]:
     except OverflowError:
         raise AggregationFailed(
             f"loss {loss!r} of node {node_id!r} to the power q={q!r} overflows float64",
-            field=f"metrics[{LOSS_METRIC!r}]",
+            field=entry_path("metrics", LOSS_METRIC),
         ) from None
 
 
 def _loss(update: FitUpdate) -> float:
-    field = f"metrics[{LOSS_METRIC!r}]"
+    field = entry_path("metrics", LOSS_METRIC)
     if LOSS_METRIC not in update.metrics:
         raise AggregationFailed(
             f"qfedavg needs the fit metric {LOSS_METRIC!r} (the loss of the received global "

@@ -52,6 +52,20 @@ def retry_everything() -> None:
     CallError.retryable = property(lambda self: True)  # type: ignore[method-assign,assignment]
 
 
+def backoff_carried_over() -> None:
+    """After a reconnect instruction the SDK goes on with the retry sequence of the case's two
+    earlier PollTask failures instead of starting afresh (PLN-CTL-004)."""
+    from reference_client import session
+
+    on_control = session.Session._on_control
+
+    def carried(self: session.Session, instruction: Any, received_at: float) -> None:
+        on_control(self, instruction, received_at)
+        self.backoff.failures = 2
+
+    session.Session._on_control = carried  # type: ignore[method-assign]
+
+
 def no_backoff() -> None:
     """The SDK retries after 50 ms instead of the spec's backoff."""
     from reference_client import runner
@@ -94,13 +108,67 @@ def rerun_redelivered() -> None:
     session.Session._begin_work = begin_work  # type: ignore[method-assign]
 
 
+def _patch_zstd(encode: Any) -> None:
+    """Replace the SDK's zstd encoder by `encode(canonical bytes) -> payload`."""
+    from pollen.codecs._base import canonical
+    from pollen.codecs.zstd import ZstdCodec
+    from pollen.dtypes import Dtype
+
+    def patched(self: ZstdCodec, array: npt.NDArray[Any], **params: object) -> bytes:
+        flat = canonical(array, Dtype.from_numpy(array.dtype))
+        return bytes(encode(bytes(flat.view(np.uint8).data)))
+
+    ZstdCodec.encode = patched  # type: ignore[method-assign]
+
+
+def zstd_two_frames() -> None:
+    """The SDK's zstd encoder writes the two halves of the content as two frames (decoders
+    that read across frames still get the content back)."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3, write_content_size=True)
+    _patch_zstd(
+        lambda data: (
+            compressor.compress(data[: len(data) // 2])
+            + compressor.compress(data[len(data) // 2 :])
+        )
+    )
+
+
+def zstd_dictionary_id() -> None:
+    """The SDK's zstd encoder writes a dictionary id (42) into the frame header."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3, write_content_size=True)
+
+    def encode(data: bytes) -> bytes:
+        frame = compressor.compress(data)
+        descriptor = frame[4]
+        at = 5 if descriptor & 0x20 else 6  # after the window descriptor, if any
+        assert descriptor & 0x03 == 0
+        return frame[:4] + bytes([descriptor | 0x01]) + frame[5:at] + b"\x2a" + frame[at:]
+
+    _patch_zstd(encode)
+
+
+def zstd_no_content_size() -> None:
+    """The SDK's zstd encoder leaves the content size out of the frame header (a SHOULD)."""
+    import zstandard
+
+    _patch_zstd(zstandard.ZstdCompressor(level=3, write_content_size=False).compress)
+
+
 VARIANTS = {
     "big-endian-tensors": big_endian_tensors,
     "ignore-deadlines": ignore_deadlines,
     "retry-everything": retry_everything,
     "no-backoff": no_backoff,
+    "backoff-carried-over": backoff_carried_over,
     "cancelled-fatal": cancelled_fatal,
     "rerun-redelivered": rerun_redelivered,
+    "zstd-two-frames": zstd_two_frames,
+    "zstd-dictionary-id": zstd_dictionary_id,
+    "zstd-no-content-size": zstd_no_content_size,
 }
 
 if __name__ == "__main__":

@@ -76,6 +76,12 @@ RUNS = (
         name="rerun-redelivered",
         command=(sys.executable, str(BROKEN), "rerun-redelivered"),
         patterns=("lifecycle/redelivered-task",),
+        strict=True,
+    ),
+    Run(
+        name="backoff-carried-over",
+        command=(sys.executable, str(BROKEN), "backoff-carried-over"),
+        patterns=("lifecycle/reconnect-fresh-backoff",),
     ),
 )
 
@@ -198,11 +204,20 @@ def test_retrying_without_backoff_fails_the_timing_cases(finished: dict[str, Fin
 
 
 def test_rerunning_a_redelivered_task_fails_its_case(finished: dict[str, Finished]) -> None:
+    # A SHOULD case (the client may have discarded the acknowledged result), run --strict.
     run = finished["rerun-redelivered"]
     assert run.status == 1, run.output
-    assert _failing(run) == {"lifecycle/redelivered-task"}
+    assert run.outcomes() == {"lifecycle/redelivered-task": "FAIL"}
     case = run.report["cases"][0]
     assert {f["requirement"] for f in case["failures"]} == {"PLN-TSK-015"}
+
+
+def test_a_backoff_that_goes_on_after_a_reconnect_fails(finished: dict[str, Finished]) -> None:
+    run = finished["backoff-carried-over"]
+    assert run.status == 1, run.output
+    assert _failing(run) == {"lifecycle/reconnect-fresh-backoff"}
+    case = run.report["cases"][0]
+    assert {f["requirement"] for f in case["failures"]} == {"PLN-CTL-004"}
 
 
 def test_a_fatal_bare_cancelled_fails_the_cancelled_case(finished: dict[str, Finished]) -> None:

@@ -127,6 +127,21 @@ def test_should_failures_warn_unless_strict() -> None:
     assert judge(results, [], strict=True).exit_status == 1
 
 
+def test_a_must_case_failing_only_should_requirements_warns() -> None:
+    def failing(*requirements: str) -> CaseResult:
+        failures = tuple(
+            Failure(step="step 1", expected="x", actual="y", requirement=r) for r in requirements
+        )
+        return CaseResult(case=_case("a/b"), outcome="FAIL", failures=failures)
+
+    # PLN-CTL-003 is a SHOULD (a timing recommendation), PLN-CTL-002 a MUST.
+    assert judge([failing("PLN-CTL-003")], [], strict=False).verdicts[0].outcome == "WARN"
+    assert judge([failing("PLN-CTL-003")], [], strict=True).verdicts[0].outcome == "FAIL"
+    mixed = judge([failing("PLN-CTL-003", "PLN-CTL-002")], [], strict=False)
+    assert mixed.verdicts[0].outcome == "FAIL"
+    assert judge([failing("")], [], strict=False).verdicts[0].outcome == "FAIL"
+
+
 def test_must_failures_fail_and_harness_errors_win() -> None:
     assert judge([_result("a/b", "FAIL")], [], strict=False).exit_status == 1
     both = [_result("a/b", "FAIL"), _result("a/c", "ERROR")]

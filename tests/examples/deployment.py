@@ -63,5 +63,6 @@ def deploy(
         workers.append(procs._spawn(args, log, partition))
     codes = wait_all(workers, timeout=120)
     assert codes == [0] * clients, server.text()[-3000:]
+    assert server.proc.wait(timeout=60) == 0, server.text()[-3000:]  # it holds the state lock
     records = committed_rounds(server.state_dir, config["run"]["id"])
     return [dict(r.metrics) for r in records if r.round > 0]

@@ -54,7 +54,7 @@ def test_text_and_bytes() -> None:
 @pytest.mark.parametrize("bad", [None, [1], {"a": 1}, 1j, object()])
 def test_other_types_are_refused_with_a_clear_message(bad: object) -> None:
     with pytest.raises(InvalidArgument, match="use bool, int, float, str or bytes"):
-        check_value(bad, field="config['x']")
+        check_value(bad, field='config["x"]')
 
 
 @pytest.mark.parametrize("key", ["", "k" * 257, "é" * 129, 5])

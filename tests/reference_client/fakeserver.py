@@ -91,6 +91,8 @@ class Settings:
     max_poll_wait_ms: int = 200
     session_timeout_ms: int = 10_000
     chunk_size_bytes: int = 64 * 1024
+    #: Chunk size the downloads really use (0: chunk_size_bytes), to break PLN-BLB-030.
+    download_chunk_bytes: int = 0
     max_message_bytes: int = 4 * 1024 * 1024
     version: tuple[int, int] = (1, 0)
     codecs: tuple[str, ...] = ("raw", "zstd")
@@ -289,7 +291,7 @@ class FakeServer:
         data = self.blobs.get(request.sha256)
         if data is None:
             abort(context, BlobNotFound("no such blob"))
-        size = self.settings.chunk_size_bytes
+        size = self.settings.download_chunk_bytes or self.settings.chunk_size_bytes
         budget = self.break_downloads.pop(request.sha256, None)
         for sent, start in enumerate(range(request.offset, len(data), size)):
             if budget is not None and sent >= budget:

@@ -58,6 +58,22 @@ def test_a_blob_that_fails_verification_is_fetched_again_then_reported(
     assert app.fits == 0  # nothing unverified reaches the application
 
 
+def test_a_chunk_over_the_session_chunk_size_is_a_digest_mismatch(
+    make_server: Callable[..., FakeServer], start: Callable[..., Running]
+) -> None:
+    # PLN-BLB-030: the server declared CHUNK but sends 2 x CHUNK per chunk.
+    server = make_server(chunk_size_bytes=CHUNK, download_chunk_bytes=2 * CHUNK)
+    app = Trainer()
+    server.add_task(fit_task("t1", [np.arange(600, dtype=np.float32)], server=server))
+    server.add_task(shutdown())
+    assert start(app, server.address).join() == 0
+    assert [d.request.offset for d in server.calls_of("DownloadBlob")] == [0, 0, 0]
+    reply = server.results["t1"].reply
+    assert isinstance(reply, FailureReply)
+    assert reply.error.code is ErrorCode.BLOB_DIGEST_MISMATCH
+    assert app.fits == 0
+
+
 def test_a_blob_over_the_client_limit_is_refused_before_downloading(
     server: FakeServer, start: Callable[..., Running]
 ) -> None:

@@ -57,6 +57,9 @@ def test_a_full_config_becomes_a_run_plan() -> None:
         ("[run]\nid = 'has space'", "id: 1 to 64"),
         ("[server]\ninsecure = true\naddress = 'nohost'", "expected host:port"),
         ("rounds = ", "not valid TOML"),
+        ("[server]\ninsecure = true\nbind_node_ids = true", "bind_node_ids: needs TLS"),
+        ("[query]\nshapes = [4]", r"\[query\] shapes: expected list\[list\[int\]\]"),
+        ("[query]\nshapes = [[4, -1]]", r"\[query\] shapes: dimensions must be >= 0"),
     ],
 )
 def test_every_bad_value_gets_a_clear_error(text: str, message: str) -> None:

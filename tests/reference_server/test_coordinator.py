@@ -22,6 +22,7 @@ from pollen.errors import (
     ResultMismatch,
     SessionUnknown,
     TensorSizeMismatch,
+    Unauthenticated,
     UpdateRejected,
 )
 from pollen.handshake import Capabilities
@@ -29,7 +30,7 @@ from pollen.messages import EvaluateReply, FitInstruction, FitReply, HandshakeRe
 from pollen.tensors import encode_tensor
 from pollen.version import PROTOCOL_VERSION
 from reference_server.config import parse_config
-from reference_server.coordinator import Coordinator
+from reference_server.coordinator import Coordinator, Peer
 from reference_server.service import _upload_parser
 from reference_server.store import Store
 from reference_server.strategies.registry import make_strategy
@@ -200,6 +201,57 @@ def test_too_many_tensors_is_a_limit_checked_before_any_tensor(tmp_path: Path) -
         many = [np.zeros(1, np.float32)] * (coordinator.limits.max_tensors + 1)
         with pytest.raises(LimitExceeded) as error:
             await coordinator.submit(sa, _fit(ta, many))
-        assert error.value.field == "result.fit"
+        assert error.value.field == "result.fit.parameters"
+
+    _run(scenario, tmp_path)
+
+
+def test_bound_node_ids_need_a_certificate_naming_the_node(tmp_path: Path) -> None:
+    model = tmp_path / "model.npz"
+    np.savez(model, np.zeros(3, dtype=np.float32))
+    config = parse_config(
+        f'[server]\nstate_dir = "{tmp_path / "state"}"\ntls_cert = "c.pem"\ntls_key = "k.pem"\n'
+        'client_ca = "ca.pem"\nbind_node_ids = true\n'
+        f'[run]\nrounds = 1\nmin_available_clients = 2\ninitial_model = "{model}"\n'
+        "[fit]\nmin_clients = 2\n"
+    )
+    cert_a = Peer(certificate=b"A", names=frozenset({"urn:pollen:node:node-a"}))
+    cert_b = Peer(certificate=b"B", names=frozenset({"node-b"}))  # a DNS name works too
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "state")
+        coordinator = Coordinator(config, store, make_strategy("fedavg", {}))
+        await coordinator.start()
+        try:
+            for peer in (None, cert_b):
+                with pytest.raises(Unauthenticated) as refused:
+                    await coordinator.handshake(_hello("node-a"), peer=peer)
+                assert refused.value.field == "node_id"
+            assert coordinator.sessions == {}  # a refused Handshake opens nothing
+            session = (await coordinator.handshake(_hello("node-a"), peer=cert_a)).session_id
+            await coordinator.handshake(_hello("node-b"), peer=cert_b)
+            coordinator.check_caller(session, cert_a)
+            for other in (cert_b, None):
+                with pytest.raises(Unauthenticated):
+                    coordinator.check_caller(session, other)
+            coordinator.check_caller("no-such-session", cert_b)  # left to SESSION_UNKNOWN
+        finally:
+            await coordinator.close()
+            store.close()
+
+    asyncio.run(scenario())
+
+
+def test_draining_ends_held_polls_with_an_empty_answer(tmp_path: Path) -> None:
+    async def scenario(coordinator: Coordinator) -> None:
+        session = (await coordinator.handshake(_hello("node-a"))).session_id
+        held = asyncio.ensure_future(coordinator.poll(session, 600_000))
+        for _ in range(100):  # let the poll reach its wait
+            await asyncio.sleep(0)
+        assert not held.done()
+        coordinator.begin_drain()
+        # Well before the poll's own wait (max_poll_wait_s = 1 s here) would end it.
+        assert await asyncio.wait_for(held, timeout=0.5) is None
+        assert coordinator.draining
 
     _run(scenario, tmp_path)

@@ -98,8 +98,9 @@ def test_a_round_from_connection_to_commit() -> None:
     assert isinstance(task_a.instruction, FitInstruction)
     assert task_a.instruction.parameters == MODEL
     assert task_a.instruction.config["round"] == 1
-    assert task_a.deadline_ms == 9500  # the phase deadline (0.5 + 10 s) seen from t = 1
-    assert e.next_task("a", 2.0) == dataclasses.replace(task_a, deadline_ms=8500), "redelivered"
+    # The phase deadline (0.5 + 10 s) seen from t = 1, less the 5 s grace (PLN-TSK-020).
+    assert task_a.deadline_ms == 4500
+    assert e.next_task("a", 2.0) == dataclasses.replace(task_a, deadline_ms=3500), "redelivered"
     task_b = e.next_task("b", 1.0)
     assert task_b is not None
     assert accept(e, "b", task_b.task_id, fit_reply(7)) == []
@@ -294,6 +295,25 @@ def test_round_zero_fetches_the_first_model_from_one_client() -> None:
     assert e.round == 1
 
 
+def test_a_task_expires_a_grace_period_after_its_deadline() -> None:
+    e = engine(fit=PhasePlan(min_clients=2, min_results=1, timeout_s=30))
+    e.connect("a", 0.0)
+    e.connect("b", 0.0)
+    task = e.next_task("a", 0.0)
+    assert task is not None
+    assert task.deadline_ms == 25_000
+    e.tick(25.5)  # past deadline_ms, within the grace: a result still counts
+    assert e.task_outcomes()[task.task_id] == "delivered"
+    e.tick(30.0)
+    assert e.task_outcomes()[task.task_id] == "expired"
+    short = engine(fit=PhasePlan(min_clients=2, min_results=1, timeout_s=2))
+    short.connect("a", 0.0)
+    short.connect("b", 0.0)
+    first = short.next_task("a", 0.0)
+    assert first is not None
+    assert first.deadline_ms == 1000  # a short phase keeps half its time as grace
+
+
 def test_analytics_runs_query_phases() -> None:
     e = Engine(
         plan(
@@ -310,6 +330,43 @@ def test_analytics_runs_query_phases() -> None:
     assert isinstance(task.instruction, QueryInstruction)
     assert task.instruction.config == {"round": 1, "q": "age"}
     accept(e, "a", task.task_id, QueryReply(metrics={"n": 1}))
+
+
+def _analytics(min_clients: int = 1) -> Engine:
+    return Engine(
+        plan(
+            analytics=True,
+            min_available_clients=min_clients,
+            query=PhasePlan(min_clients=min_clients, min_results=1, timeout_s=5),
+        ),
+        now=0.0,
+        next_round=1,
+    )
+
+
+def test_query_tasks_go_only_to_sessions_with_the_query_feature() -> None:
+    e = _analytics(min_clients=2)
+    e.connect("a", 0.0, query=False)
+    e.connect("b", 0.0)
+    assert e.next_task("b", 0.0) is None  # a node without the feature does not count
+    e.connect("c", 0.0)
+    assert e.next_task("a", 0.0) is None
+    for node in ("b", "c"):
+        task = e.next_task(node, 0.0)
+        assert task is not None
+        assert isinstance(task.instruction, QueryInstruction)
+
+
+def test_a_new_session_without_the_query_feature_drops_the_open_query_task() -> None:
+    e = _analytics()
+    e.connect("a", 0.0)
+    task = e.next_task("a", 0.0)
+    assert task is not None
+    e.connect("a", 1.0, query=False)
+    assert e.task_outcomes()[task.task_id] == "dropped"
+    after = e.next_task("a", 1.0)  # the phase missed its quorum: the run ends
+    assert after is not None
+    assert isinstance(after.instruction, ShutdownInstruction)
 
 
 def test_stop_closes_open_tasks_as_stale() -> None:

@@ -10,6 +10,7 @@ import (
 	"io"
 	"runtime/debug"
 	"sort"
+	"time"
 
 	pb "github.com/pollen-fl/pollen/clients/go/gen/pollen/v1"
 	"google.golang.org/grpc"
@@ -264,7 +265,9 @@ func moveToBlobs(req *pb.SubmitResultRequest, maxMessage uint64) map[[32]byte][]
 }
 
 // upload sends one blob in chunks, resuming from the server's committed size (PLN-BLB-021 to
-// -024). Typed errors other than SESSION_UNKNOWN mean the blob cannot be uploaded.
+// -024). A BLOB_DIGEST_MISMATCH restarts it from offset 0 after a backoff, up to blobAttempts
+// times; after that the mismatch is returned, for the task to report as its failure. Other
+// typed errors than SESSION_UNKNOWN mean the blob cannot be uploaded.
 func (r *runner) upload(ctx context.Context, s *session, digest [32]byte, data []byte) error {
 	total := uint64(len(data))
 	call := func(offset uint64, chunk []byte) (resp *pb.UploadBlobResponse, err error) {
@@ -298,8 +301,25 @@ func (r *runner) upload(ctx context.Context, s *session, digest [32]byte, data [
 		resp, err = call(committed, data[committed:end])
 		var dm digestMismatch
 		if errors.As(err, &dm) && restarts < blobAttempts {
-			// The server discarded the bytes; our digest is of the bytes we send, so start over.
+			// The server discarded the bytes. Check that ours still match the digest, then
+			// start over from 0 after the backoff of a retryable error (PLN-BLB-024,
+			// PLN-RTY-007); the restart is a retry in the shared sequence.
+			if sha256.Sum256(data) != digest {
+				return NewError(CodeInternal, "", "the bytes of a blob changed while uploading")
+			}
 			restarts++
+			r.failures++
+			var retryAfter time.Duration
+			var pe *Error
+			if errors.As(dm.err, &pe) {
+				retryAfter = pe.RetryAfter
+			}
+			d := r.opts.Backoff.delay(r.failures, retryAfter, r.opts.rand)
+			r.opts.Logger.Info("pollen: upload refused as BLOB_DIGEST_MISMATCH; restarting from 0",
+				"restart", restarts, "in", d)
+			if !r.opts.sleep(ctx, d) {
+				return errStopped
+			}
 			resp, err = &pb.UploadBlobResponse{}, nil
 		}
 	}

@@ -36,6 +36,12 @@ type fakeServer struct {
 	uploads    []*pb.UploadBlobRequest
 	blobs      map[string]*Assembler
 
+	// pollStarts and hbStarts are when each PollTask and Heartbeat arrived; hbDeadlines the
+	// time each Heartbeat had left until its deadline on arrival.
+	pollStarts  []time.Time
+	hbStarts    []time.Time
+	hbDeadlines []time.Duration
+
 	// hbEvery is the heartbeat interval the handshake announces; limits the server's.
 	hbEvery time.Duration
 	limits  *pb.Limits
@@ -47,6 +53,8 @@ type fakeServer struct {
 	onSubmit    func(n int, r *pb.SubmitResultRequest) (*pb.SubmitResultResponse, error)
 	onHeartbeat func(n int, r *pb.HeartbeatRequest) (bool, error)
 	onDownload  func(n int, r *pb.DownloadBlobRequest, send func(off uint64, data []byte, total uint64) error) error
+	// onUpload runs before the chunk is taken (with mu held); an error fails the call.
+	onUpload func(n int, r *pb.UploadBlobRequest) error
 }
 
 func newFake() *fakeServer {
@@ -114,6 +122,7 @@ func (f *fakeServer) PollTask(ctx context.Context, r *pb.PollTaskRequest) (*pb.P
 	f.mu.Lock()
 	n := f.record("PollTask")
 	f.polls = append(f.polls, r)
+	f.pollStarts = append(f.pollStarts, time.Now())
 	hook := f.onPoll
 	f.mu.Unlock()
 	if hook == nil {
@@ -143,6 +152,12 @@ func (f *fakeServer) Heartbeat(ctx context.Context, r *pb.HeartbeatRequest) (*pb
 	f.mu.Lock()
 	n := f.record("Heartbeat")
 	f.heartbeats = append(f.heartbeats, r)
+	f.hbStarts = append(f.hbStarts, time.Now())
+	if dl, ok := ctx.Deadline(); ok {
+		f.hbDeadlines = append(f.hbDeadlines, time.Until(dl))
+	} else {
+		f.hbDeadlines = append(f.hbDeadlines, -1) // no deadline at all
+	}
 	hook := f.onHeartbeat
 	f.mu.Unlock()
 	if hook == nil {
@@ -178,8 +193,13 @@ func (f *fakeServer) DownloadBlob(r *pb.DownloadBlobRequest, s grpc.ServerStream
 func (f *fakeServer) UploadBlob(ctx context.Context, r *pb.UploadBlobRequest) (*pb.UploadBlobResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("UploadBlob")
+	n := f.record("UploadBlob")
 	f.uploads = append(f.uploads, r)
+	if f.onUpload != nil {
+		if err := f.onUpload(n, r); err != nil {
+			return nil, out(ctx, err)
+		}
+	}
 	if uint64(len(r.GetData())) > f.chunk {
 		return nil, out(ctx, typed(ctx, codes.ResourceExhausted, CodeLimitExceeded, 0))
 	}

@@ -394,7 +394,9 @@ func (r *runner) leave(reason pb.LeaveReason, msg string) {
 func (r *runner) pollAndServe(ctx context.Context) (done bool, err error) {
 	s := r.sess.Load()
 	var resp *pb.PollTaskResponse
+	var started time.Time // the start of the attempt that answered, the last request sent
 	err = r.retry(ctx, "PollTask", func() error {
+		started = time.Now()
 		// wait_ms is the server's max (PLN-TSK-009) and the deadline exceeds it (PLN-TRN-015).
 		return unary(ctx, s.maxPoll+pollMargin, func(c context.Context, o ...grpc.CallOption) (err error) {
 			resp, err = r.fed.PollTask(c, &pb.PollTaskRequest{SessionId: s.id, WaitMs: uint64(s.maxPoll.Milliseconds())}, o...)
@@ -427,13 +429,15 @@ func (r *runner) pollAndServe(ctx context.Context) (done bool, err error) {
 		r.pending = p
 		return false, nil
 	}
-	r.pending = r.work(ctx, task, received)
+	r.pending = r.work(ctx, task, received, started)
 	return false, nil
 }
 
 // work runs a task's instruction on a worker goroutine while this one sends heartbeats. It
-// returns the result to submit, or nil when the task was abandoned.
-func (r *runner) work(ctx context.Context, task *pb.Task, received time.Time) *pendingResult {
+// returns the result to submit, or nil when the task was abandoned. lastRequest is the start
+// of the last request sent to the server, the PollTask that delivered the task: a poll held
+// for up to max_poll_wait_ms already counts against the heartbeat interval (PLN-SES-007).
+func (r *runner) work(ctx context.Context, task *pb.Task, received, lastRequest time.Time) *pendingResult {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var deadline <-chan time.Time
@@ -445,9 +449,10 @@ func (r *runner) work(ctx context.Context, task *pb.Task, received time.Time) *p
 	done := make(chan *pb.TaskResult, 1)
 	go func() { done <- r.execute(wctx, task) }()
 	for {
-		// Two heartbeats per interval keep a request starting at least once every interval,
-		// counted from the start of the previous one (PLN-SES-007).
-		hb := time.NewTimer(r.heartbeatEvery())
+		// A heartbeat every half interval, counted from the start of the previous request,
+		// with a deadline of half an interval (PLN-SES-024), keeps a request starting at least
+		// once every interval (PLN-SES-007). One already due goes at once.
+		hb := time.NewTimer(max(time.Until(lastRequest.Add(r.heartbeatEvery())), 0))
 		select {
 		case res := <-done:
 			hb.Stop()
@@ -460,6 +465,7 @@ func (r *runner) work(ctx context.Context, task *pb.Task, received time.Time) *p
 			hb.Stop()
 			return nil
 		case <-hb.C:
+			lastRequest = time.Now()
 			if !r.heartbeat(ctx, task.GetTaskId()) {
 				r.opts.Logger.Info("pollen: server no longer wants the task; abandoning it", "task", task.GetTaskId())
 				return nil // PLN-SES-011
@@ -527,6 +533,18 @@ func (r *runner) submit(ctx context.Context) error {
 	for _, d := range digests {
 		if err := r.upload(ctx, s, d, p.blobs[d]); err != nil {
 			var pe *Error
+			if errors.As(err, &pe) && pe.Typed && pe.Code == CodeBlobDigestMismatch {
+				// The restarts are spent: the mismatch is the task's failure (PLN-BLB-024),
+				// submitted in place of the result and naming the tensor that could not be sent.
+				fail := NewError(CodeBlobDigestMismatch, blobField(p.result, d),
+					"upload refused after %d restarts from offset 0: %s", blobAttempts, pe.Message)
+				r.opts.Logger.Warn("pollen: blob upload failed; reporting the task's failure",
+					"task", p.result.GetTaskId(), "err", fail)
+				p.result = &pb.TaskResult{TaskId: p.result.GetTaskId(),
+					Outcome: &pb.TaskResult_Failure{Failure: toProto(fail)}}
+				p.blobs = map[[32]byte][]byte{} // nothing left to upload
+				return nil                      // submitted on the next turn of the loop
+			}
 			if errors.As(err, &pe) {
 				// The result cannot reach the server; it is dropped (PLN-TSK-033).
 				r.opts.Logger.Warn("pollen: blob upload failed; dropping the result", "err", err)
@@ -560,6 +578,26 @@ func (r *runner) submit(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// blobField names the result tensor that travels as the blob with digest d, e.g.
+// "fit.parameters[0]", with the paths encodeTensors gives.
+func blobField(res *pb.TaskResult, d [32]byte) string {
+	prefix := ""
+	switch res.GetOutcome().(type) {
+	case *pb.TaskResult_Fit:
+		prefix = "fit.parameters"
+	case *pb.TaskResult_Query:
+		prefix = "query.tensors"
+	case *pb.TaskResult_GetParameters:
+		prefix = "get_parameters.parameters"
+	}
+	for i, t := range resultTensors(res) {
+		if ref := t.GetBlob(); ref != nil && string(ref.GetSha256()) == string(d[:]) {
+			return fmt.Sprintf("%s[%d]", prefix, i)
+		}
+	}
+	return prefix
 }
 
 // submitBeforeStop makes one quick attempt to deliver a held result before the client stops

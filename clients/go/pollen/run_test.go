@@ -485,3 +485,147 @@ func TestStopLeavesWithClientStopping(t *testing.T) {
 		t.Errorf("leaves %v", f.leaves)
 	}
 }
+
+func TestHeartbeatsCountFromTheStartOfTheHeldPoll(t *testing.T) {
+	f := newFake()
+	f.hbEvery = time.Second
+	f.onPoll = func(n int, r *pb.PollTaskRequest) (*pb.Task, error) {
+		if n == 1 {
+			// The server holds the poll most of an interval before it hands out the task.
+			time.Sleep(800 * time.Millisecond)
+			return fitTask("held"), nil
+		}
+		return shutdownTask(), nil
+	}
+	third := make(chan struct{})
+	f.onHeartbeat = func(n int, r *pb.HeartbeatRequest) (bool, error) {
+		if n == 3 {
+			close(third)
+		}
+		return true, nil
+	}
+	app := &testApp{fit: func(ctx context.Context, ps []*Tensor, _ Config) (*FitResult, error) {
+		select {
+		case <-third:
+		case <-ctx.Done():
+		}
+		return &FitResult{Parameters: ps, NumExamples: 1}, nil
+	}}
+	if err := runBounded(t, app, testOptions(f.start(t), &sleeps{})); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.hbStarts) < 3 || len(f.submits) != 1 {
+		t.Fatalf("heartbeats %d, submits %d", len(f.hbStarts), len(f.submits))
+	}
+	// PLN-SES-007: a request starts at least every interval, counted from the start of the
+	// previous one; the PollTask that delivered the task is the first of them.
+	starts := append([]time.Time{f.pollStarts[0]}, f.hbStarts...)
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap > f.hbEvery {
+			t.Errorf("request %d started %v after the previous one, more than the %v interval", i, gap, f.hbEvery)
+		}
+	}
+	// PLN-SES-024: each heartbeat's deadline is at most half the interval.
+	for i, d := range f.hbDeadlines {
+		if d <= 0 || d > f.hbEvery/2 {
+			t.Errorf("heartbeat %d had %v left to its deadline, want at most %v", i+1, d, f.hbEvery/2)
+		}
+	}
+}
+
+// corruptUploads makes the fake server refuse the chunk that completes a blob as
+// BLOB_DIGEST_MISMATCH, discarding the blob's bytes, the first times times.
+func corruptUploads(f *fakeServer, times int) {
+	f.onUpload = func(n int, r *pb.UploadBlobRequest) error {
+		if times > 0 && len(r.GetData()) > 0 && r.GetOffset()+uint64(len(r.GetData())) == r.GetTotalSize() {
+			times--
+			delete(f.blobs, string(r.GetSha256()))
+			return typed(context.Background(), codes.DataLoss, CodeBlobDigestMismatch, 0)
+		}
+		return nil
+	}
+}
+
+// uploadRestarts counts the uploads that start a blob again at offset 0 with bytes (the
+// status queries carry none).
+func uploadRestarts(f *fakeServer) int {
+	n := 0
+	for _, u := range f.uploads {
+		if u.GetOffset() == 0 && len(u.GetData()) > 0 {
+			n++
+		}
+	}
+	return n - 1
+}
+
+func largeFitTask() (*pb.Task, *Tensor) {
+	big := NewFloat32([]int64{20000}, make([]float32, 20000))
+	for i := range big.Data {
+		big.Data[i] = byte(i * 7)
+	}
+	return fitTask("t", rawTensor(big), rawTensor(NewFloat32([]int64{1}, []float32{5}))), big
+}
+
+func TestUploadRestartsSpentReportBlobDigestMismatch(t *testing.T) {
+	f := newFake()
+	f.limits = &pb.Limits{MaxMessageBytes: 65536}
+	f.chunk = 16384
+	corruptUploads(f, 1000)
+	task, _ := largeFitTask()
+	f.onPoll = func(n int, r *pb.PollTaskRequest) (*pb.Task, error) {
+		if n == 1 {
+			return task, nil
+		}
+		return shutdownTask(), nil
+	}
+	if err := runBounded(t, &testApp{}, testOptions(f.start(t), &sleeps{})); err != nil {
+		t.Fatal(err)
+	}
+	if got := uploadRestarts(f); got != blobAttempts {
+		t.Errorf("%d restarts from offset 0, want %d", got, blobAttempts)
+	}
+	// PLN-BLB-024: after the last restart the mismatch is the task's failure, not a dropped
+	// result.
+	if len(f.submits) != 1 {
+		t.Fatalf("%d submits, want the task's failure", len(f.submits))
+	}
+	res := f.submits[0].GetResult()
+	fail := res.GetFailure()
+	if res.GetTaskId() != "t" || fail.GetCode() != CodeBlobDigestMismatch || fail.GetField() != "fit.parameters[0]" {
+		t.Errorf("result %v, want BLOB_DIGEST_MISMATCH at fit.parameters[0]", res)
+	}
+}
+
+func TestUploadRestartWaitsForTheBackoff(t *testing.T) {
+	f := newFake()
+	f.limits = &pb.Limits{MaxMessageBytes: 65536}
+	f.chunk = 16384
+	corruptUploads(f, 1)
+	task, big := largeFitTask()
+	f.onPoll = func(n int, r *pb.PollTaskRequest) (*pb.Task, error) {
+		if n == 1 {
+			return task, nil
+		}
+		return shutdownTask(), nil
+	}
+	sl := &sleeps{}
+	opts := testOptions(f.start(t), sl)
+	opts.rand = func() float64 { return 0.5 } // the jitter factor U(0.8, 1.2) is then 1
+	if err := runBounded(t, &testApp{}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := uploadRestarts(f); got != 1 {
+		t.Fatalf("%d restarts from offset 0, want 1", got)
+	}
+	// PLN-RTY-007: the restart is a retry, never sooner than 0.8 × base(1), with the jitter.
+	if w := sl.all(); len(w) != 1 || w[0] != time.Second {
+		t.Errorf("waits %v, want one of base(1) × 1 = 1 s before the restart", w)
+	}
+	if len(f.submits) != 1 {
+		t.Fatalf("%d submits", len(f.submits))
+	}
+	want := sha256.Sum256(big.Data)
+	if ref := f.submits[0].GetResult().GetFit().GetParameters()[0].GetBlob(); !bytes.Equal(ref.GetSha256(), want[:]) {
+		t.Errorf("the restarted upload's blob was not submitted: %v", f.submits[0].GetResult())
+	}
+}

@@ -124,7 +124,7 @@ def test_the_loss_metric_is_required(metrics: dict[str, object], message: str) -
         QFedAvg(q=0.2, learning_rate=0.1).aggregate_fit(
             round=1, parameters=params, updates=updates, failures=[], state={}
         )
-    assert caught.value.field == "metrics['loss']"
+    assert caught.value.field == 'metrics["loss"]'
 
 
 def test_an_integer_loss_is_accepted() -> None:

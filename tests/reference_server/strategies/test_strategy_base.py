@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import weakref
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -345,6 +346,21 @@ def test_aggregate_evaluate() -> None:
     assert metrics["num_failures_expired"] == 1
     assert metrics["num_failures_dropped"] == 0
     assert "n" not in metrics
+
+
+def test_aggregate_evaluate_leaves_non_finite_losses_out_and_counts_them() -> None:
+    reports = [
+        EvaluateReport(node_id="a", loss=2.0, num_examples=10, metrics={}),
+        EvaluateReport(node_id="b", loss=math.nan, num_examples=30, metrics={}),
+        EvaluateReport(node_id="c", loss=math.inf, num_examples=5, metrics={}),
+    ]
+    loss, metrics = aggregate_evaluate(reports, [])
+    assert loss == 2.0
+    assert metrics["num_nonfinite_loss"] == 2
+    assert metrics["num_examples"] == 45
+    loss, metrics = aggregate_evaluate(reports[1:], [])
+    assert math.isnan(loss)
+    assert metrics["num_nonfinite_loss"] == 2
 
 
 def test_aggregate_evaluate_needs_reports_with_examples() -> None:
