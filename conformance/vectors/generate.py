@@ -776,9 +776,14 @@ class EncodeGroup(Group):
         error: str | None = None,
         k: int | None = None,
         flags: Iterable[str] = (),
+        by_property: bool = False,
     ) -> None:
+        """`by_property`: no expected payload, the output is judged by property (zstd: flag
+        ZstdEncoderChoice; codec_runner.py and vectors/README.md say how)."""
         assert len(canonical) == numel(shape) * DTYPES[dtype].itemsize
-        test, stem = self.start(slug, comment, flags, error, payload is not None)
+        if by_property:
+            flags = {*flags, "ZstdEncoderChoice"}
+        test, stem = self.start(slug, comment, flags, error, payload is not None or by_property)
         test["dtype"] = dtype
         test["shape"] = list(shape)
         test["input"] = self.vectors.file(stem + ".raw", canonical)
@@ -786,32 +791,6 @@ class EncodeGroup(Group):
             test["params"] = {"k": k}
         if payload is not None:
             test["expected"] = self.vectors.file(stem + ".bin", payload)
-
-
-class ZstdEncodeGroup(Group):
-    """zstd encode tests: no expected payload, the output is judged by property (flag
-    ZstdEncoderChoice; codec_runner.py and vectors/README.md say how)."""
-
-    def __init__(self, vectors: Vectors, base: int, description: str) -> None:
-        params = {"codec": "zstd", "description": description}
-        super().__init__(vectors, "TensorEncode", base, "tensor_encode", params)
-
-    def add(
-        self,
-        slug: str,
-        comment: str,
-        *,
-        dtype: str,
-        shape: Sequence[int],
-        canonical: bytes,
-        flags: Iterable[str] = (),
-    ) -> None:
-        assert len(canonical) == numel(shape) * DTYPES[dtype].itemsize
-        assert all(json_safe_int(n) for n in shape)
-        test, stem = self.start(slug, comment, {*flags, "ZstdEncoderChoice"}, None, True)
-        test["dtype"] = dtype
-        test["shape"] = list(shape)
-        test["input"] = self.vectors.file(stem + ".raw", canonical)
 
 
 class Chunk(NamedTuple):
@@ -3068,9 +3047,10 @@ def encode_zstd_group(v: Vectors) -> None:
     """Inputs for the zstd encoder, judged by property: the empty tensor, the spec's example,
     every dtype, a compressible tensor of 640 KiB (several blocks, a 4-byte content size)
     and incompressible random bytes (raw blocks past the 128 KiB block limit)."""
-    g = ZstdEncodeGroup(
+    g = EncodeGroup(
         v,
         1600,
+        "zstd",
         "zstd encoding: exactly one frame, no dictionary, content = the canonical bytes "
         "(judged by property, not byte for byte).",
     )
@@ -3081,6 +3061,7 @@ def encode_zstd_group(v: Vectors) -> None:
         shape=[3, 0],
         canonical=b"",
         flags=["EmptyTensor"],
+        by_property=True,
     )
     g.add(
         "spec-example",
@@ -3088,10 +3069,16 @@ def encode_zstd_group(v: Vectors) -> None:
         dtype="float32",
         shape=[2],
         canonical=F32_PAIR,
+        by_property=True,
     )
     for dtype, (shape, data, words) in DTYPE_SAMPLES.items():
         g.add(
-            f"{dtype}-values", f"{dtype} {shape}: {words}", dtype=dtype, shape=shape, canonical=data
+            f"{dtype}-values",
+            f"{dtype} {shape}: {words}",
+            dtype=dtype,
+            shape=shape,
+            canonical=data,
+            by_property=True,
         )
     scalar = pack_bits("float64", [0x8000000000000000])
     g.add(
@@ -3101,6 +3088,7 @@ def encode_zstd_group(v: Vectors) -> None:
         shape=[],
         canonical=scalar,
         flags=["Scalar", "NegativeZero"],
+        by_property=True,
     )
     # Sizes past the 128 KiB block limit but small enough to keep the repository light.
     big = pack("float32", [float(i % 1024) for i in range(5 * 32768)])
@@ -3111,6 +3099,7 @@ def encode_zstd_group(v: Vectors) -> None:
         dtype="float32",
         shape=[5, 32768],
         canonical=big,
+        by_property=True,
     )
     noise = Drbg("tensor-encode-zstd").take(140_000)
     g.add(
@@ -3120,6 +3109,7 @@ def encode_zstd_group(v: Vectors) -> None:
         shape=[140_000],
         canonical=noise,
         flags=["RandomData"],
+        by_property=True,
     )
 
 
