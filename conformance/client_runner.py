@@ -275,16 +275,39 @@ class _Play:
         return None
 
     async def _first_handshake(self) -> None:
-        found = await self.next_event(
-            lambda e: e.rpc == "Handshake" and e.direction == "c>s", START_TIMEOUT_S
+        looking = asyncio.ensure_future(
+            self.next_event(
+                lambda e: e.rpc == "Handshake" and e.direction == "c>s", START_TIMEOUT_S
+            )
         )
+        assert self.proc is not None
+        exited = asyncio.ensure_future(self.proc.wait())
+        # A program that exits before its Handshake (a wrong command, a crash at start) fails
+        # at once rather than after the whole start timeout.
+        await asyncio.wait({looking, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not looking.done():
+            # A Handshake sent just before the exit still counts.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(looking), timeout=0.5)
+        exited.cancel()
+        found = None
+        if looking.done():
+            found = looking.result()
+        else:
+            looking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await looking
         if found is None:
-            status = await self.wait_exit(0)
+            status = self.proc.returncode
             self.fail(
                 "handshake",
                 "a Handshake as the first call",
-                f"none within {START_TIMEOUT_S:.0f} s (program "
-                + ("still running)" if status is None else f"exited with {status})"),
+                "none: the program "
+                + (
+                    f"was still running after {START_TIMEOUT_S:.0f} s"
+                    if status is None
+                    else f"exited with status {status} first (see its output)"
+                ),
                 "PLN-HS-001",
             )
             raise CaseFailed

@@ -465,6 +465,16 @@ class _Program:
         return await asyncio.wait_for(proc.wait(), timeout=10)
 
 
+#: Requests lost in a row, before any answer, after which the program is given up.
+NEVER_ANSWERED = 3
+
+
+def _never_answered(rest: Sequence[Vector], got: str, log: Path) -> list[CaseResult]:
+    tail = log.read_bytes()[-2000:].decode(errors="replace") if log.exists() else ""
+    note = f"the program never answered a request ({got}); harness-side: check the command"
+    return [CaseResult(case=v.case, outcome="ERROR", note=note, output_tail=tail) for v in rest]
+
+
 async def play_vectors(
     chosen: Sequence[Vector], command: Sequence[str], workdir: Path
 ) -> list[CaseResult]:
@@ -473,17 +483,25 @@ async def play_vectors(
     results: list[CaseResult] = []
     # The cases of one vector are adjacent and share its request: it is sent once.
     last: tuple[Mapping[str, Any], Mapping[str, Any] | str] | None = None
+    answered, lost = False, 0
     try:
-        for vector in chosen:
+        for index, vector in enumerate(chosen):
             started = time.monotonic()
             if last is None or last[0] is not vector.request:
                 try:
                     got: Mapping[str, Any] | str = await asyncio.wait_for(
                         program.ask(vector.request), timeout=REQUEST_TIMEOUT_S
                     )
+                    answered = True
                 except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
                     await program.close(kill=True)
                     got = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+                    lost += 1
+                    if not answered and lost >= NEVER_ANSWERED:
+                        # A program that cannot start (a wrong command, a missing module) is
+                        # a setup problem: say so at once instead of restarting it per case.
+                        results += _never_answered(chosen[index:], got, program.log)
+                        break
                 last = (vector.request, got)
             answer = last[1]
             if isinstance(answer, str):

@@ -79,6 +79,11 @@ RUNS = (
         strict=True,
     ),
     Run(
+        name="exits-at-once",
+        command=(sys.executable, "-c", "import sys; sys.exit(3)"),
+        patterns=("fit/dtype/float32", "fit/dtype/int8"),
+    ),
+    Run(
         name="backoff-carried-over",
         command=(sys.executable, str(BROKEN), "backoff-carried-over"),
         patterns=("lifecycle/reconnect-fresh-backoff",),
@@ -210,6 +215,18 @@ def test_rerunning_a_redelivered_task_fails_its_case(finished: dict[str, Finishe
     assert run.outcomes() == {"lifecycle/redelivered-task": "FAIL"}
     case = run.report["cases"][0]
     assert {f["requirement"] for f in case["failures"]} == {"PLN-TSK-015"}
+
+
+def test_a_program_that_exits_before_its_handshake_fails_at_once(
+    finished: dict[str, Finished],
+) -> None:
+    run = finished["exits-at-once"]
+    assert run.status == 1, run.output
+    assert _failing(run) == {"fit/dtype/float32", "fit/dtype/int8"}
+    for case in run.report["cases"]:
+        (failure,) = case["failures"]
+        assert "exited with status 3" in failure["actual"]
+        assert case["duration_ms"] < 10_000  # not the 20 s start timeout
 
 
 def test_a_backoff_that_goes_on_after_a_reconnect_fails(finished: dict[str, Finished]) -> None:

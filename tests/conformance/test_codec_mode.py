@@ -47,6 +47,16 @@ def test_the_python_core_passes_every_vector(tmp_path: Path) -> None:
     assert set(outcomes.values()) == {"PASS"}
 
 
+def test_a_program_that_never_answers_is_a_setup_error_reported_at_once(tmp_path: Path) -> None:
+    status, report = _run(tmp_path, sys.executable, "-c", "import sys; sys.exit(3)")
+    assert status == 2  # a harness-side error: the command is wrong, not the codecs
+    outcomes = [c["outcome"] for c in report["cases"]]
+    assert len(outcomes) == sum(1 for _ in vectors())
+    assert outcomes[:2] == ["FAIL", "FAIL"]  # restarted twice before giving up
+    assert set(outcomes[2:]) == {"ERROR"}
+    assert "never answered" in report["cases"][-1]["note"]
+
+
 def test_a_big_endian_raw_encoder_fails_exactly_the_vectors_it_changes(tmp_path: Path) -> None:
     status, report = _run(
         tmp_path,
