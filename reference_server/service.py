@@ -109,6 +109,14 @@ def _refuse_while_draining(coordinator: Coordinator) -> None:
         raise Unavailable("the server is stopping", retry_after_ms=DRAIN_RETRY_AFTER_MS)
 
 
+def _check_caller(
+    coordinator: Coordinator, session_id: str, context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    # The certificate is only read where node ids are bound to certificates.
+    if session_id and coordinator.config.server.bind_node_ids:
+        coordinator.check_caller(session_id, peer(context))
+
+
 def _guarded(
     handler: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
     parse: Callable[[bytes], Any],
@@ -125,8 +133,7 @@ def _guarded(
                     f"message of {len(raw)} bytes exceeds max_message_bytes {max_bytes}"
                 )
             request = parse(raw)
-            if session_id := getattr(request, "session_id", ""):
-                coordinator.check_caller(session_id, peer(context))
+            _check_caller(coordinator, getattr(request, "session_id", ""), context)
             return await handler(request, context)
         except PollenError as exc:
             await _abort(context, exc)
@@ -182,7 +189,7 @@ class BlobHandlers:
         try:
             _refuse_while_draining(self.coordinator)
             request = _parser(BLOB["DownloadBlob"])(raw)
-            self.coordinator.check_caller(request.session_id, peer(context))
+            _check_caller(self.coordinator, request.session_id, context)
             chunks = self.coordinator.download(request.session_id, request.sha256, request.offset)
             for chunk in chunks:
                 yield chunk
