@@ -26,13 +26,20 @@ from pathlib import Path
 from conformance import coverage, server_runner
 from conformance.cases import (
     CaseError,
+    KnownFailing,
     load_cases,
     matches,
     read_known_failing,
     requirement_texts,
     select,
 )
-from conformance.client_runner import DEFAULT_GRACE_S, RunOptions, play_all, validate
+from conformance.client_runner import (
+    DEFAULT_GRACE_S,
+    CaseResult,
+    RunOptions,
+    play_all,
+    validate,
+)
 from conformance.codec_runner import play_vectors, vectors
 from conformance.model import ModelError
 from conformance.report import EXIT_HARNESS, judge, write_reports
@@ -129,6 +136,29 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[
     return command
 
 
+def _report(
+    args: argparse.Namespace,
+    mode: str,
+    command: Sequence[str],
+    results: Sequence[CaseResult],
+    *,
+    known: Sequence[KnownFailing],
+    started: float,
+) -> int:
+    """Judge the results, write the reports, print the summary; the run's exit status."""
+    summary = judge(results, known, strict=args.strict)
+    text = write_reports(
+        args.report_dir,
+        summary,
+        mode=mode,
+        command=command,
+        texts=requirement_texts(),
+        wall_s=time.monotonic() - started,
+    )
+    print(text, end="")
+    return summary.exit_status
+
+
 def _server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     command = _command(args, parser)
     cases = select(load_cases("server"), args.run)
@@ -141,17 +171,7 @@ def _server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pollen-conformance-") as scratch:
         results = asyncio.run(server_runner.play_all(cases, command, Path(scratch), jobs=args.jobs))
-    summary = judge(results, known, strict=args.strict)
-    text = write_reports(
-        args.report_dir,
-        summary,
-        mode="server",
-        command=command,
-        texts=requirement_texts(),
-        wall_s=time.monotonic() - started,
-    )
-    print(text, end="")
-    return summary.exit_status
+    return _report(args, "server", command, results, known=known, started=started)
 
 
 def _codec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -166,17 +186,7 @@ def _codec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pollen-conformance-") as scratch:
         results = asyncio.run(play_vectors(chosen, command, Path(scratch)))
-    summary = judge(results, known, strict=args.strict)
-    text = write_reports(
-        args.report_dir,
-        summary,
-        mode="codec",
-        command=command,
-        texts=requirement_texts(),
-        wall_s=time.monotonic() - started,
-    )
-    print(text, end="")
-    return summary.exit_status
+    return _report(args, "codec", command, results, known=known, started=started)
 
 
 def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -205,17 +215,7 @@ def _client(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             tls=tls,
         )
         results = asyncio.run(play_all(cases, options))
-    summary = judge(results, known, strict=args.strict)
-    text = write_reports(
-        args.report_dir,
-        summary,
-        mode="client",
-        command=command,
-        texts=requirement_texts(),
-        wall_s=time.monotonic() - started,
-    )
-    print(text, end="")
-    return summary.exit_status
+    return _report(args, "client", command, results, known=known, started=started)
 
 
 if __name__ == "__main__":

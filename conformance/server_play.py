@@ -89,14 +89,7 @@ class Peer:
             data = await call
             trailer = _trailer_bytes(await call.trailing_metadata())
         except grpc.aio.AioRpcError as exc:
-            reply = Reply(
-                data=None,
-                status=exc.code(),
-                error=_trailer(exc.trailing_metadata()),
-                elapsed=time.monotonic() - started,
-                trailer_bytes=_trailer_bytes(exc.trailing_metadata()),
-                details=exc.details() or "",
-            )
+            reply = _failed(exc, started)
         else:
             reply = Reply(
                 data=data,
@@ -119,13 +112,7 @@ class Peer:
             async for data in method(request, timeout=timeout):
                 chunks.append(data)  # noqa: PERF401
         except grpc.aio.AioRpcError as exc:
-            reply = Reply(
-                data=None,
-                status=exc.code(),
-                error=_trailer(exc.trailing_metadata()),
-                elapsed=time.monotonic() - started,
-                trailer_bytes=_trailer_bytes(exc.trailing_metadata()),
-            )
+            reply = _failed(exc, started)
         else:
             reply = Reply(
                 data=b"", status=grpc.StatusCode.OK, error=None, elapsed=time.monotonic() - started
@@ -135,6 +122,29 @@ class Peer:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _failed(exc: grpc.aio.AioRpcError, started: float) -> Reply:
+    return Reply(
+        data=None,
+        status=exc.code(),
+        error=_trailer(exc.trailing_metadata()),
+        elapsed=time.monotonic() - started,
+        trailer_bytes=_trailer_bytes(exc.trailing_metadata()),
+        details=exc.details() or "",
+    )
+
+
+async def poll_once(
+    peer: Peer, session: str, wait_ms: int, *, timeout: float = 15
+) -> tuple[Reply, task_pb2.Task | None]:
+    """One PollTask: its reply, and the task it carried (None for an empty answer or a failure)."""
+    request = PB.PollTaskRequest(session_id=session, wait_ms=wait_ms).SerializeToString()
+    reply = await peer.call(fed_rpc("PollTask"), request, timeout=timeout)
+    if reply.data is None:
+        return reply, None
+    response = PB.PollTaskResponse.FromString(reply.data)
+    return reply, response.task if response.HasField("task") else None
 
 
 def open_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
@@ -482,19 +492,14 @@ async def keep_polling(
 ) -> task_pb2.Task | None:
     """Polls (which keeps the session alive) until a task comes or `until` is set."""
     for _ in range(60):
-        reply = await peer.call(
-            fed_rpc("PollTask"),
-            PB.PollTaskRequest(session_id=session, wait_ms=1000).SerializeToString(),
-            timeout=15,
-        )
+        reply, task = await poll_once(peer, session, 1000)
         if reply.data is None:
             play.check(
                 False, step, "a PollTask answer", f"{reply.status.name} {reply.code}", "PLN-TSK-005"
             )
             return None
-        response = PB.PollTaskResponse.FromString(reply.data)
-        if response.HasField("task"):
-            return response.task
+        if task is not None:
+            return task
         if until.is_set():
             return None
     return None
@@ -525,15 +530,8 @@ def query_result(task: task_pb2.Task, tensors: Sequence[Any], examples: int) -> 
 
 async def expect_run_failed(play: Play, peer: Peer, session: str, step: str) -> None:
     """Annex C.5: a missed quorum fails the run; no task of the run comes after it."""
-    reply = await peer.call(
-        fed_rpc("PollTask"),
-        PB.PollTaskRequest(session_id=session, wait_ms=1000).SerializeToString(),
-        timeout=10,
-    )
-    kind = None
-    if reply.data is not None:
-        response = PB.PollTaskResponse.FromString(reply.data)
-        kind = response.task.WhichOneof("instruction") if response.HasField("task") else None
+    _, task = await poll_once(peer, session, 1000, timeout=10)
+    kind = task.WhichOneof("instruction") if task is not None else None
     play.check(
         kind in (None, "shutdown", "reconnect"),
         step,

@@ -174,6 +174,7 @@ class Coordinator:
         self.clock = clock
         server = config.server
         self.limits = Limits(max_message_bytes=server.max_message_bytes)
+        self._validation = config.validation.config(config.query)
         self.capabilities = Capabilities(
             codecs=("raw", "zstd", "float16", "bfloat16", "int8", "topk"),
             dtypes=frozenset(Dtype),
@@ -458,7 +459,6 @@ class Coordinator:
         self, reply: Reply, tensors: tuple[EncodedTensor, ...], caps: Capabilities
     ) -> tuple[EncodedTensor, ...]:
         """Check a result fully, then write its payloads as blobs (worker thread)."""
-        validation = self.config.validation.config(self.config.query)
         path = f"result.{reply_tensors(reply)[0]}"  # result.get_parameters.parameters...
         if len(tensors) > self.limits.max_tensors:
             raise LimitExceeded(f"{len(tensors)} tensors exceed max_tensors", field=path)
@@ -484,7 +484,7 @@ class Coordinator:
             decode_tensor(t, limits=self.limits, field=f"{path}[{i}]")
             for i, t in enumerate(resolved)
         ]
-        check_reply(reply, arrays, reference=self._global_arrays, validation=validation)
+        check_reply(reply, arrays, reference=self._global_arrays, validation=self._validation)
         del arrays
         # Uploaded tensors are stored already; only inline payloads need writing.
         stored = []

@@ -29,6 +29,7 @@ from conformance.server_play import (
     keep_polling,
     plus,
     plus_of,
+    poll_once,
     query_result,
 )
 from pollen._generated.pollen.v1 import (
@@ -287,32 +288,18 @@ async def query_phases(play: Play, step: str) -> None:
 
     async def watch_a() -> None:
         for _ in range(60):
-            reply = await a.call(
-                fed_rpc("PollTask"),
-                PB.PollTaskRequest(session_id=sa, wait_ms=1000).SerializeToString(),
-                timeout=15,
-            )
+            reply, task = await poll_once(a, sa, 1000)
             if reply.data is None or done.is_set():
                 return
-            response = PB.PollTaskResponse.FromString(reply.data)
-            if response.HasField("task"):
-                kinds.append(str(response.task.WhichOneof("instruction")))
+            if task is not None:
+                kinds.append(str(task.WhichOneof("instruction")))
                 if kinds[-1] in ("shutdown", "reconnect"):
                     return
 
     watcher = asyncio.create_task(watch_a())
     try:
-        early = await b.call(
-            fed_rpc("PollTask"),
-            PB.PollTaskRequest(session_id=sb, wait_ms=1500).SerializeToString(),
-            timeout=15,
-        )
-        early_kind = None
-        if early.data is not None:
-            response = PB.PollTaskResponse.FromString(early.data)
-            early_kind = (
-                response.task.WhichOneof("instruction") if response.HasField("task") else None
-            )
+        _, early = await poll_once(b, sb, 1500)
+        early_kind = early.WhichOneof("instruction") if early is not None else None
         play.check(
             early_kind is None,
             step,

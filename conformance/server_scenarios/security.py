@@ -14,6 +14,7 @@ from conformance.server_play import (
     Play,
     fed_rpc,
     hello_request,
+    poll_once,
 )
 from pollen.errors import ErrorCode
 
@@ -53,9 +54,7 @@ async def node_binding(play: Play, step: str) -> None:
     refused = await a.call(fed_rpc("Handshake"), hello_request("conformance-c"))
     play.expect_error(step, refused, ErrorCode.UNAUTHENTICATED, "PLN-SEC-007")
     session = (await play.handshake(a, "conformance-a", step)).session_id
-    reply = await a.call(
-        fed_rpc("PollTask"), PB.PollTaskRequest(session_id=session, wait_ms=0).SerializeToString()
-    )
+    reply, _ = await poll_once(a, session, 0)
     play.check(
         reply.data is not None,
         step,
@@ -80,9 +79,7 @@ async def session_binding(play: Play, step: str) -> None:
             ErrorCode.UNAUTHENTICATED,
             "PLN-SEC-009",
         )
-    reply = await a.call(
-        fed_rpc("PollTask"), PB.PollTaskRequest(session_id=sa, wait_ms=0).SerializeToString()
-    )
+    reply, _ = await poll_once(a, sa, 0)
     play.check(
         reply.data is not None,
         step,
